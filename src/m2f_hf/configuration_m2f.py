@@ -1,0 +1,223 @@
+"""Configuration of the Mask2Former model (one flat, validated config drives every module)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PretrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+# The ResNet-50 layout of the paper's main results, used when no backbone is given.
+_DEFAULT_BACKBONE = {
+    "model_type": "resnet",
+    "depths": [3, 4, 6, 3],
+    "hidden_sizes": [256, 512, 1024, 2048],
+    "embedding_size": 64,
+    "layer_type": "bottleneck",
+    "out_features": ["stage1", "stage2", "stage3", "stage4"],
+}
+
+_DEFORM_ATTN_IMPLEMENTATIONS = ("auto", "cuda", "pytorch")
+
+
+class M2FConfig(PretrainedConfig):
+    r"""
+    Configuration of [`M2FModel`] and [`M2FForUniversalSegmentation`]. The defaults are the paper's (section 4.1):
+    a multi-scale deformable-attention pixel decoder with 6 layers over the 1/8, 1/16 and 1/32 features, and a
+    masked-attention transformer decoder with 9 layers (L = 3 rounds over the three scales) and 100 queries.
+
+    Args:
+        backbone_config (`dict` or `PretrainedConfig`, *optional*):
+            Config of a transformers backbone built with `AutoBackbone` (Swin, ResNet, ConvNeXt, DINOv2, ...). It must
+            return 4 feature maps (`out_features`), from the highest resolution (stride 4) to the lowest (stride 32).
+            Defaults to a ResNet-50 when neither this nor `timm_backbone` is given.
+        timm_backbone (`str`, *optional*):
+            Name of a timm model, built with `features_only=True`. Mutually exclusive with `backbone_config`.
+        timm_out_indices (`list[int]`, *optional*):
+            The timm feature indices to use (4 of them, strides 4 to 32). Defaults to the last four.
+        timm_backbone_kwargs (`dict`, *optional*):
+            Extra keyword arguments for `timm.create_model` (e.g. `{"strict_img_size": False}` for a Swin).
+        use_pretrained_backbone (`bool`, *optional*, defaults to `False`):
+            Load the backbone's pretrained weights (timm only; downloads them from the Hub).
+        feature_size (`int`, *optional*, defaults to 256):
+            Channels of the pixel decoder (a multiple of 32: the pixel decoder uses GroupNorm with 32 groups).
+        mask_feature_size (`int`, *optional*, defaults to 256):
+            Channels of the per-pixel embeddings that the query mask embeddings are multiplied with.
+        hidden_dim (`int`, *optional*, defaults to 256):
+            Width of the masked-attention transformer decoder.
+        num_queries (`int`, *optional*, defaults to 100):
+            Number of learnable queries (segments the model can predict).
+        decoder_layers (`int`, *optional*, defaults to 9):
+            Number of masked-attention decoder layers (3L in the paper).
+        num_attention_heads (`int`, *optional*, defaults to 8):
+            Heads of the transformer decoder's attention layers.
+        dim_feedforward (`int`, *optional*, defaults to 2048):
+            Hidden size of the transformer decoder's FFN.
+        pre_norm (`bool`, *optional*, defaults to `False`):
+            Pre-LayerNorm decoder layers (the paper uses post-norm).
+        enforce_input_projection (`bool`, *optional*, defaults to `False`):
+            Add 1x1 input projections in the decoder even when `feature_size == hidden_dim`.
+        encoder_layers (`int`, *optional*, defaults to 6):
+            Number of MSDeformAttn layers of the pixel decoder.
+        encoder_attention_heads (`int`, *optional*, defaults to 8):
+            Heads of the deformable attention.
+        encoder_feedforward_dim (`int`, *optional*, defaults to 1024):
+            Hidden size of the pixel decoder's FFN.
+        encoder_num_points (`int`, *optional*, defaults to 4):
+            Sampling points per head and level of the deformable attention.
+        num_feature_levels (`int`, *optional*, defaults to 3):
+            Scales fed to the deformable encoder and, round robin, to the decoder (1/32, 1/16, 1/8).
+        common_stride (`int`, *optional*, defaults to 4):
+            Stride of the per-pixel embeddings (the mask resolution).
+        dropout (`float`, *optional*, defaults to 0.0):
+            Dropout everywhere (the paper removes it, section 3.2.3).
+        activation_function (`str`, *optional*, defaults to `"relu"`):
+            Activation of the FFNs.
+        deform_attn_implementation (`str`, *optional*, defaults to `"auto"`):
+            `"auto"`, `"cuda"` or `"pytorch"`; the environment variable `M2F_DEFORM_ATTN` overrides it.
+        deform_attn_fp32 (`bool`, *optional*, defaults to `True`):
+            Run the deformable-attention encoder in float32 under autocast, as the original does.
+        class_weight, mask_weight, dice_weight (`float`, *optional*, defaults to 2.0, 5.0, 5.0):
+            Loss weights of the classification, sigmoid cross-entropy and dice terms.
+        no_object_weight (`float`, *optional*, defaults to 0.1):
+            Weight of the "no object" class in the classification loss.
+        train_num_points (`int`, *optional*, defaults to 12544):
+            Points K sampled per mask in matching and loss (paper 3.3).
+        oversample_ratio (`float`, *optional*, defaults to 3.0):
+            Oversampling of candidate points for importance sampling.
+        importance_sample_ratio (`float`, *optional*, defaults to 0.75):
+            Fraction of the K points chosen by uncertainty.
+        use_auxiliary_loss (`bool`, *optional*, defaults to `True`):
+            Deep supervision on the learnable queries' prediction and every decoder layer.
+        output_auxiliary_logits (`bool`, *optional*):
+            Return the per-layer predictions in the output by default.
+        ignore_value (`int`, *optional*, defaults to 255):
+            Label value ignored by semantic label maps.
+        init_std (`float`, *optional*, defaults to 0.02):
+            Standard deviation of normal initialisers.
+        init_xavier_std (`float`, *optional*, defaults to 1.0):
+            Gain of the Xavier initialisers in the transformer decoder.
+    """
+
+    model_type = "m2f_hf"
+    attribute_map = {"hidden_size": "hidden_dim", "num_hidden_layers": "decoder_layers"}
+
+    backbone_config: Any = None
+    timm_backbone: str | None = None
+    timm_out_indices: list[int] | None = None
+    timm_backbone_kwargs: dict | None = None
+    use_pretrained_backbone: bool = False
+    feature_size: int = 256
+    mask_feature_size: int = 256
+    hidden_dim: int = 256
+    num_queries: int = 100
+    decoder_layers: int = 9
+    num_attention_heads: int = 8
+    dim_feedforward: int = 2048
+    pre_norm: bool = False
+    enforce_input_projection: bool = False
+    encoder_layers: int = 6
+    encoder_attention_heads: int = 8
+    encoder_feedforward_dim: int = 1024
+    encoder_num_points: int = 4
+    num_feature_levels: int = 3
+    common_stride: int = 4
+    dropout: float = 0.0
+    activation_function: str = "relu"
+    deform_attn_implementation: str = "auto"
+    deform_attn_fp32: bool = True
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    no_object_weight: float = 0.1
+    train_num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    use_auxiliary_loss: bool = True
+    output_auxiliary_logits: bool | None = None
+    ignore_value: int = 255
+    init_std: float = 0.02
+    init_xavier_std: float = 1.0
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.backbone_config = self._resolve_backbone_config(self.backbone_config, self.timm_backbone)
+        if self.timm_backbone_kwargs is None:
+            self.timm_backbone_kwargs = {}
+        self.validate()
+
+    @staticmethod
+    def _resolve_backbone_config(backbone_config, timm_backbone):
+        from transformers import CONFIG_MAPPING
+
+        if backbone_config is not None and timm_backbone is not None:
+            raise ValueError(
+                f"backbone_config and timm_backbone are mutually exclusive, got backbone_config of type "
+                f"{type(backbone_config).__name__} and timm_backbone={timm_backbone!r}; pass only one."
+            )
+        if timm_backbone is not None:
+            return None
+        if backbone_config is None:
+            backbone_config = dict(_DEFAULT_BACKBONE)
+        if isinstance(backbone_config, dict):
+            backbone_config = dict(backbone_config)
+            model_type = backbone_config.pop("model_type", None)
+            if model_type not in CONFIG_MAPPING:
+                raise ValueError(
+                    f"backbone_config has model_type={model_type!r}, expected a transformers model type with a "
+                    "backbone (e.g. 'resnet', 'swin', 'convnext', 'dinov2')."
+                )
+            backbone_config = CONFIG_MAPPING[model_type](**backbone_config)
+        if not isinstance(backbone_config, PretrainedConfig):
+            raise TypeError(
+                f"backbone_config must be a dict or a PretrainedConfig, got {type(backbone_config).__name__}."
+            )
+        return backbone_config
+
+    def validate(self) -> None:
+        """Check the hyper-parameters against each other; raises `ValueError` naming the offending field."""
+        if self.hidden_dim % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_dim={self.hidden_dim} must be divisible by num_attention_heads={self.num_attention_heads}."
+            )
+        if self.feature_size % self.encoder_attention_heads:
+            raise ValueError(
+                f"feature_size={self.feature_size} must be divisible by "
+                f"encoder_attention_heads={self.encoder_attention_heads}."
+            )
+        if self.feature_size % 32:
+            raise ValueError(
+                f"feature_size={self.feature_size} must be a multiple of 32 (the pixel decoder uses 32-group GroupNorm)."
+            )
+        for name in ("num_queries", "decoder_layers", "encoder_layers", "encoder_num_points", "num_feature_levels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer.")
+        if self.num_feature_levels > 3:
+            raise ValueError(
+                f"num_feature_levels={self.num_feature_levels} must be at most 3 (the backbone's 1/8, 1/16 and 1/32 maps)."
+            )
+        if self.deform_attn_implementation not in _DEFORM_ATTN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"deform_attn_implementation={self.deform_attn_implementation!r} must be one of "
+                f"{_DEFORM_ATTN_IMPLEMENTATIONS}."
+            )
+        if self.common_stride not in (2, 4, 8):
+            raise ValueError(f"common_stride={self.common_stride} must be 2, 4 or 8.")
+        if not 0.0 <= self.importance_sample_ratio <= 1.0:
+            raise ValueError(f"importance_sample_ratio={self.importance_sample_ratio} must lie in [0, 1].")
+        if self.oversample_ratio < 1.0:
+            raise ValueError(f"oversample_ratio={self.oversample_ratio} must be >= 1.")
+        if self.timm_out_indices is not None and len(self.timm_out_indices) != 4:
+            raise ValueError(
+                f"timm_out_indices={self.timm_out_indices} must name 4 feature levels (strides 4, 8, 16 and 32)."
+            )
+        if self.backbone_config is not None:
+            out_features = getattr(self.backbone_config, "out_features", None)
+            if out_features is not None and len(out_features) < 4:
+                raise ValueError(
+                    f"backbone_config.out_features={out_features} gives {len(out_features)} feature levels; Mask2Former "
+                    "needs 4 (strides 4, 8, 16 and 32), e.g. ['stage1', 'stage2', 'stage3', 'stage4']."
+                )

@@ -1,0 +1,273 @@
+"""Multi-scale deformable-attention pixel decoder (paper 4.1, "Pixel decoder"; Deformable DETR's MSDeformAttn).
+
+Six MSDeformAttn encoder layers refine the 1/32, 1/16 and 1/8 backbone features jointly; a lateral connection with
+upsampling then adds the 1/4 map, and a 1x1 projection of it gives the per-pixel embeddings that the transformer
+decoder's mask embeddings are multiplied with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from .ops import multi_scale_deformable_attention
+from .position_encoding import sine_position_embedding
+
+
+class MultiScaleDeformableAttention(nn.Module):
+    """Deformable attention over several feature levels: each query samples `num_points` locations per head and
+    level around its reference point and takes their softmax-weighted sum."""
+
+    def __init__(self, *, embed_dim: int, num_heads: int, num_levels: int, num_points: int) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.num_levels = num_levels
+        self.num_points = num_points
+        self.sampling_offsets = nn.Linear(embed_dim, num_heads * num_levels * num_points * 2)
+        self.attention_weights = nn.Linear(embed_dim, num_heads * num_levels * num_points)
+        self.value_proj = nn.Linear(embed_dim, embed_dim)
+        self.output_proj = nn.Linear(embed_dim, embed_dim)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        value_input: torch.Tensor,
+        *,
+        reference_points: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        return_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            query: `(batch, num_queries, embed_dim)`, features plus positional embeddings.
+            value_input: `(batch, num_keys, embed_dim)`, the flattened levels.
+            reference_points: `(num_queries, 2)` normalised (x, y), shared by the batch and the levels.
+            spatial_shapes: `(num_levels, 2)` int64 (height, width).
+            level_start_index: `(num_levels,)` int64.
+        """
+        batch, num_queries, _ = query.shape
+        num_keys = value_input.shape[1]
+        heads, levels, points = self.num_heads, self.num_levels, self.num_points
+        value = self.value_proj(value_input).view(batch, num_keys, heads, self.embed_dim // heads)
+        offsets = self.sampling_offsets(query).view(batch, num_queries, heads, levels, points, 2)
+        weights = self.attention_weights(query).view(batch, num_queries, heads, levels * points)
+        weights = weights.softmax(-1).view(batch, num_queries, heads, levels, points)
+        # Offsets are in pixels of each level: normalise by (width, height).
+        normalizer = spatial_shapes.flip(-1).to(offsets.dtype)  # (num_levels, 2) as (width, height)
+        locations = reference_points[None, :, None, None, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        output = multi_scale_deformable_attention(value, spatial_shapes, level_start_index, locations, weights)
+        return self.output_proj(output), (weights if return_weights else None)
+
+
+class DeformableEncoderLayer(GradientCheckpointingLayer):
+    """Post-norm layer: deformable self-attention over all levels, then an FFN."""
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        num_heads: int,
+        num_levels: int,
+        num_points: int,
+        ffn_dim: int,
+        dropout: float,
+        activation: str,
+    ) -> None:
+        super().__init__()
+        self.self_attn = MultiScaleDeformableAttention(
+            embed_dim=embed_dim, num_heads=num_heads, num_levels=num_levels, num_points=num_points
+        )
+        self.self_attn_layer_norm = nn.LayerNorm(embed_dim)
+        self.fc1 = nn.Linear(embed_dim, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, embed_dim)
+        self.final_layer_norm = nn.LayerNorm(embed_dim)
+        self.activation = ACT2FN[activation]
+        self.dropout = dropout
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: torch.Tensor,
+        reference_points: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        return_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, weights = self.self_attn(
+            hidden_states + position_embeddings,
+            hidden_states,
+            reference_points=reference_points,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            return_weights=return_weights,
+        )
+        hidden_states = self.self_attn_layer_norm(hidden_states + F.dropout(attended, self.dropout, self.training))
+        ffn = self.fc2(F.dropout(self.activation(self.fc1(hidden_states)), self.dropout, self.training))
+        hidden_states = self.final_layer_norm(hidden_states + F.dropout(ffn, self.dropout, self.training))
+        return hidden_states, weights
+
+
+@dataclass
+class PixelDecoderOutput:
+    """What the pixel decoder hands to the transformer decoder.
+
+    Attributes:
+        mask_features: `(batch, mask_feature_size, H/4, W/4)` per-pixel embeddings.
+        multi_scale_features: `num_feature_levels` maps `(batch, feature_size, h_l, w_l)`, lowest resolution first.
+        encoder_hidden_states: `(batch, num_keys, feature_size)` input of each encoder layer and the final output,
+            when asked for.
+        attentions: per-layer deformable attention weights `(batch, num_keys, heads, levels, points)`, when asked for.
+    """
+
+    mask_features: torch.Tensor
+    multi_scale_features: tuple[torch.Tensor, ...]
+    encoder_hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class MSDeformAttnPixelDecoder(nn.Module):
+    """Deformable-attention encoder over the coarsest `num_levels` backbone maps plus an FPN step to 1/4."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: list[int],
+        in_strides: list[int],
+        feature_size: int,
+        mask_feature_size: int,
+        num_levels: int,
+        encoder_layers: int,
+        num_heads: int,
+        num_points: int,
+        ffn_dim: int,
+        dropout: float,
+        activation: str,
+        common_stride: int,
+        compute_in_fp32: bool,
+    ) -> None:
+        super().__init__()
+        self.num_levels = num_levels
+        self.feature_size = feature_size
+        self.compute_in_fp32 = compute_in_fp32
+        # Input projections, lowest resolution first (the order of the encoder's levels).
+        self.input_projections = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels, feature_size, kernel_size=1), nn.GroupNorm(32, feature_size))
+            for channels in in_channels[-num_levels:][::-1]
+        )
+        self.level_embed = nn.Parameter(torch.zeros(num_levels, feature_size))
+        self.layers = nn.ModuleList(
+            DeformableEncoderLayer(
+                embed_dim=feature_size,
+                num_heads=num_heads,
+                num_levels=num_levels,
+                num_points=num_points,
+                ffn_dim=ffn_dim,
+                dropout=dropout,
+                activation=activation,
+            )
+            for _ in range(encoder_layers)
+        )
+        # FPN levels between the finest encoder level and the mask stride (one, 1/8 -> 1/4, by default).
+        num_fpn_levels = int(math.log2(min(in_strides[-num_levels:])) - math.log2(common_stride))
+        fpn_channels = in_channels[:num_fpn_levels][::-1]  # coarse to fine
+        self.lateral_convs = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, feature_size, kernel_size=1, bias=False), nn.GroupNorm(32, feature_size))
+            for c in fpn_channels
+        )
+        self.output_convs = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(feature_size, feature_size, kernel_size=3, padding=1, bias=False),
+                nn.GroupNorm(32, feature_size),
+                nn.ReLU(),
+            )
+            for _ in fpn_channels
+        )
+        self.num_fpn_levels = num_fpn_levels
+        self.mask_projection = nn.Conv2d(feature_size, mask_feature_size, kernel_size=1)
+
+    @staticmethod
+    def reference_points(shapes: list[tuple[int, int]], *, device, dtype) -> torch.Tensor:
+        """Centres of every cell of every level, normalised to [0, 1]: `(num_keys, 2)` as (x, y)."""
+        points = []
+        for height, width in shapes:
+            y = torch.linspace(0.5, height - 0.5, height, device=device, dtype=dtype) / height
+            x = torch.linspace(0.5, width - 0.5, width, device=device, dtype=dtype) / width
+            grid_y, grid_x = torch.meshgrid(y, x, indexing="ij")
+            points.append(torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), -1))
+        return torch.cat(points, 0)
+
+    def forward(
+        self, features: list[torch.Tensor], *, output_hidden_states: bool = False, output_attentions: bool = False
+    ) -> PixelDecoderOutput:
+        """`features`: the backbone maps, highest resolution (stride 4) first."""
+        if self.compute_in_fp32 and torch.is_autocast_enabled(features[0].device.type):
+            # As the original: deformable attention is numerically fragile in half precision.
+            with torch.autocast(features[0].device.type, enabled=False):
+                return self._forward([f.float() for f in features], output_hidden_states, output_attentions)
+        return self._forward(features, output_hidden_states, output_attentions)
+
+    def _forward(
+        self, features: list[torch.Tensor], output_hidden_states: bool, output_attentions: bool
+    ) -> PixelDecoderOutput:
+        coarse = features[::-1][: self.num_levels]  # 1/32, 1/16, 1/8
+        batch = coarse[0].shape[0]
+        device = coarse[0].device
+        shapes = [(f.shape[-2], f.shape[-1]) for f in coarse]
+        projected, positions = [], []
+        for level, feature in enumerate(coarse):
+            projected.append(self.input_projections[level](feature).flatten(2).transpose(1, 2))  # (B, h*w, C)
+            pos = sine_position_embedding(
+                *shapes[level], num_features=self.feature_size // 2, device=device, dtype=projected[-1].dtype
+            )
+            positions.append(pos.flatten(1).transpose(0, 1) + self.level_embed[level])  # (h*w, C)
+        hidden_states = torch.cat(projected, 1)  # (batch, num_keys, C)
+        position_embeddings = torch.cat(positions, 0)[None]  # (1, num_keys, C)
+        spatial_shapes = torch.tensor(shapes, dtype=torch.long, device=device)
+        sizes = [h * w for h, w in shapes]
+        level_start_index = torch.tensor([sum(sizes[:i]) for i in range(len(sizes))], dtype=torch.long, device=device)
+        reference_points = self.reference_points(shapes, device=device, dtype=hidden_states.dtype)
+
+        all_states = () if output_hidden_states else None
+        all_weights = () if output_attentions else None
+        for layer in self.layers:
+            if output_hidden_states:
+                all_states += (hidden_states,)
+            hidden_states, weights = layer(
+                hidden_states,
+                position_embeddings,
+                reference_points,
+                spatial_shapes,
+                level_start_index,
+                output_attentions,
+            )
+            if output_attentions:
+                all_weights += (weights,)
+        if output_hidden_states:
+            all_states += (hidden_states,)
+
+        outputs = [
+            level.transpose(1, 2).reshape(batch, self.feature_size, h, w)  # (B, C, h, w)
+            for level, (h, w) in zip(hidden_states.split(sizes, dim=1), shapes)
+        ]
+        for fine, lateral, output_conv in zip(
+            features[: self.num_fpn_levels][::-1], self.lateral_convs, self.output_convs
+        ):
+            lateral_features = lateral(fine)
+            upsampled = F.interpolate(
+                outputs[-1], size=lateral_features.shape[-2:], mode="bilinear", align_corners=False
+            )
+            outputs.append(output_conv(lateral_features + upsampled))
+        return PixelDecoderOutput(
+            mask_features=self.mask_projection(outputs[-1]),
+            multi_scale_features=tuple(outputs[: self.num_levels]),
+            encoder_hidden_states=all_states,
+            attentions=all_weights,
+        )

@@ -1,0 +1,278 @@
+"""Masked-attention transformer decoder (paper 3.2).
+
+Learnable query features and positions (3.2.3) are refined by `decoder_layers` layers, each doing masked attention
+(3.2.1) to one scale of the pixel decoder's pyramid, round robin from 1/32 to 1/8 (3.2.2), then self-attention, then
+an FFN. A mask and a class are predicted from the queries before the first layer and after every layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from .position_encoding import sine_position_embedding
+
+
+class Attention(nn.Module):
+    """Multi-head attention with separate q/k/v projections; runs on `scaled_dot_product_attention` unless the
+    attention weights are asked for."""
+
+    def __init__(self, *, embed_dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, heads, length, head_dim)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        *,
+        attn_mask: torch.Tensor | None = None,
+        return_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`attn_mask`: boolean `(batch, 1, num_queries, num_keys)`, True where attention is allowed."""
+        batch, num_queries, embed_dim = query.shape
+        q = self._heads(self.q_proj(query))
+        k = self._heads(self.k_proj(key))
+        v = self._heads(self.v_proj(value))
+        dropout = self.dropout if self.training else 0.0
+        weights = None
+        if return_weights:
+            scores = (q * self.head_dim**-0.5) @ k.transpose(-1, -2)  # (B, heads, Q, K)
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            weights = scores.softmax(-1)
+            out = F.dropout(weights, dropout, self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+        out = out.transpose(1, 2).reshape(batch, num_queries, embed_dim)  # (B, Q, C)
+        return self.out_proj(out), weights
+
+
+class MaskedAttentionDecoderLayer(GradientCheckpointingLayer):
+    """Masked cross-attention, then self-attention, then FFN (the order of paper 3.2.3); post-norm by default."""
+
+    def __init__(
+        self, *, hidden_dim: int, num_heads: int, ffn_dim: int, dropout: float, activation: str, pre_norm: bool
+    ) -> None:
+        super().__init__()
+        self.cross_attn = Attention(embed_dim=hidden_dim, num_heads=num_heads, dropout=dropout)
+        self.cross_attn_layer_norm = nn.LayerNorm(hidden_dim)
+        self.self_attn = Attention(embed_dim=hidden_dim, num_heads=num_heads, dropout=dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(hidden_dim)
+        self.fc1 = nn.Linear(hidden_dim, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, hidden_dim)
+        self.final_layer_norm = nn.LayerNorm(hidden_dim)
+        self.activation = ACT2FN[activation]
+        self.dropout = dropout
+        self.pre_norm = pre_norm
+
+    def _residual(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        return x + F.dropout(update, self.dropout, self.training)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        query_position: torch.Tensor,
+        memory: torch.Tensor,
+        memory_position: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        return_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """
+        Args:
+            hidden_states: `(batch, num_queries, hidden_dim)`.
+            query_position: `(batch or 1, num_queries, hidden_dim)` learnable query positions.
+            memory: `(batch, h*w, hidden_dim)` one level of the pixel decoder, with its level embedding.
+            memory_position: `(1, h*w, hidden_dim)` sine positions of that level.
+            attn_mask: `(batch, 1, num_queries, h*w)` boolean, True where a query may attend.
+        """
+        x = hidden_states
+        norm = (lambda module, t: module(t)) if self.pre_norm else (lambda module, t: t)
+        post = (lambda module, t: t) if self.pre_norm else (lambda module, t: module(t))
+
+        # paper 3.2.1: masked attention, restricted to the foreground of the previous layer's mask
+        h = norm(self.cross_attn_layer_norm, x)
+        update, cross_weights = self.cross_attn(
+            h + query_position, memory + memory_position, memory, attn_mask=attn_mask, return_weights=return_weights
+        )
+        x = post(self.cross_attn_layer_norm, self._residual(x, update))
+
+        h = norm(self.self_attn_layer_norm, x)
+        q = h + query_position
+        update, self_weights = self.self_attn(q, q, h, return_weights=return_weights)
+        x = post(self.self_attn_layer_norm, self._residual(x, update))
+
+        h = norm(self.final_layer_norm, x)
+        update = self.fc2(F.dropout(self.activation(self.fc1(h)), self.dropout, self.training))
+        x = post(self.final_layer_norm, self._residual(x, update))
+        return x, self_weights, cross_weights
+
+
+class MLP(nn.Module):
+    """A stack of Linear layers with ReLU in between (the mask embedding head)."""
+
+    def __init__(self, *, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(d_in, d_out) for d_in, d_out in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+@dataclass
+class TransformerDecoderOutput:
+    """Outputs of the masked-attention decoder.
+
+    Attributes:
+        last_hidden_state: `(batch, num_queries, hidden_dim)` output of the last layer (before the final norm).
+        intermediate_hidden_states: `decoder_layers + 1` normalised query states `(batch, num_queries, hidden_dim)`,
+            from the learnable queries and every layer; the class head reads these.
+        masks_queries_logits: `decoder_layers + 1` mask logits `(batch, num_queries, H/4, W/4)`.
+        hidden_states: inputs of every layer plus the last output, when asked for.
+        attentions: per layer `(self-attention weights, masked-attention weights)`, when asked for.
+    """
+
+    last_hidden_state: torch.Tensor
+    intermediate_hidden_states: tuple[torch.Tensor, ...]
+    masks_queries_logits: tuple[torch.Tensor, ...]
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
+
+
+class MaskedAttentionDecoder(nn.Module):
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        hidden_dim: int,
+        mask_feature_size: int,
+        num_queries: int,
+        num_layers: int,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float,
+        activation: str,
+        pre_norm: bool,
+        num_levels: int,
+        enforce_input_projection: bool,
+    ) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.num_levels = num_levels
+        # paper 3.2.3: learnable query features X_0 and learnable query positions
+        self.query_features = nn.Embedding(num_queries, hidden_dim)
+        self.query_position = nn.Embedding(num_queries, hidden_dim)
+        # paper 3.2.2: learnable scale-level embedding e_vl
+        self.level_embed = nn.Embedding(num_levels, hidden_dim)
+        project = in_channels != hidden_dim or enforce_input_projection
+        self.input_projections = nn.ModuleList(
+            nn.Conv2d(in_channels, hidden_dim, kernel_size=1) if project else nn.Identity() for _ in range(num_levels)
+        )
+        self.layers = nn.ModuleList(
+            MaskedAttentionDecoderLayer(
+                hidden_dim=hidden_dim,
+                num_heads=num_heads,
+                ffn_dim=ffn_dim,
+                dropout=dropout,
+                activation=activation,
+                pre_norm=pre_norm,
+            )
+            for _ in range(num_layers)
+        )
+        self.layer_norm = nn.LayerNorm(hidden_dim)
+        self.mask_embed = MLP(input_dim=hidden_dim, hidden_dim=hidden_dim, output_dim=mask_feature_size, num_layers=3)
+
+    def predict_masks(
+        self, queries: torch.Tensor, mask_features: torch.Tensor, attention_size: tuple[int, int] | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Mask logits of the (normalised) queries, and the attention mask for the next layer at `attention_size`.
+
+        Returns `(batch, Q, H/4, W/4)` logits and a boolean `(batch, 1, Q, h*w)` mask, True where attention is allowed.
+        """
+        embeddings = self.mask_embed(queries)  # (B, Q, mask_dim)
+        masks = torch.einsum("bqc,bchw->bqhw", embeddings, mask_features)
+        if attention_size is None:
+            return masks, None
+        resized = F.interpolate(masks, size=attention_size, mode="bilinear", align_corners=False)
+        # paper 3.2.1, eq. 3: attend where the previous prediction, thresholded at 0.5, is foreground.
+        allowed = (resized.sigmoid() >= 0.5).flatten(2)  # (B, Q, h*w)
+        # A query whose mask is empty would attend to nothing: let it attend everywhere instead.
+        allowed = allowed | ~allowed.any(-1, keepdim=True)
+        return masks, allowed.unsqueeze(1).detach()
+
+    def forward(
+        self,
+        multi_scale_features: tuple[torch.Tensor, ...],
+        mask_features: torch.Tensor,
+        *,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> TransformerDecoderOutput:
+        """`multi_scale_features`: `num_levels` maps `(batch, C, h_l, w_l)`, lowest resolution first."""
+        batch = mask_features.shape[0]
+        memories, positions, sizes = [], [], []
+        for level in range(self.num_levels):
+            feature = multi_scale_features[level]
+            height, width = feature.shape[-2:]
+            sizes.append((height, width))
+            pos = sine_position_embedding(
+                height, width, num_features=self.hidden_dim // 2, device=feature.device, dtype=feature.dtype
+            )
+            positions.append(pos.flatten(1).transpose(0, 1)[None])  # (1, h*w, C)
+            memory = self.input_projections[level](feature).flatten(2) + self.level_embed.weight[level][None, :, None]
+            memories.append(memory.transpose(1, 2))  # (B, h*w, C)
+
+        query_position = self.query_position.weight[None].expand(batch, -1, -1)
+        hidden = self.query_features.weight[None].expand(batch, -1, -1)
+
+        normed = self.layer_norm(hidden)
+        masks, attn_mask = self.predict_masks(normed, mask_features, sizes[0])
+        intermediate, all_masks = (normed,), (masks,)
+        all_hidden = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        num_layers = len(self.layers)
+        for index, layer in enumerate(self.layers):
+            if output_hidden_states:
+                all_hidden += (hidden,)
+            level = index % self.num_levels  # paper 3.2.2: round robin over the scales
+            hidden, self_weights, cross_weights = layer(
+                hidden, query_position, memories[level], positions[level], attn_mask, output_attentions
+            )
+            if output_attentions:
+                all_attentions += ((self_weights, cross_weights),)
+            normed = self.layer_norm(hidden)
+            next_size = sizes[(index + 1) % self.num_levels] if index + 1 < num_layers else None
+            masks, attn_mask = self.predict_masks(normed, mask_features, next_size)
+            intermediate += (normed,)
+            all_masks += (masks,)
+        if output_hidden_states:
+            all_hidden += (hidden,)
+        return TransformerDecoderOutput(
+            last_hidden_state=hidden,
+            intermediate_hidden_states=intermediate,
+            masks_queries_logits=all_masks,
+            hidden_states=all_hidden,
+            attentions=all_attentions,
+        )
