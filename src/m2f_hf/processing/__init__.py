@@ -1,0 +1,1 @@
+"""Helpers behind `M2FImageProcessor`: image conversion and geometry, label encoding, post-processing."""

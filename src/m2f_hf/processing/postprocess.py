@@ -1,0 +1,267 @@
+"""Post-processing of Mask2Former outputs into semantic, instance and panoptic results.
+
+Geometry follows Detectron2's `sem_seg_postprocess`: mask logits predicted for the padded input are upsampled to
+the padded input size, the padding is cropped off (per image), and only then the result is resized to the requested
+output size. Each image of a batch is handled on its own, so a padded batch gives the same results as its images
+one by one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """Sizes of one image through pre-processing: padded model input, valid (unpadded) region, requested output."""
+
+    padded_hw: tuple[int, int]
+    valid_hw: tuple[int, int]
+    output_hw: tuple[int, int]
+
+
+def _as_size_list(sizes, argument: str) -> list[tuple[int, int]]:
+    if isinstance(sizes, torch.Tensor):
+        sizes = sizes.tolist()
+    result = []
+    for size in sizes:
+        if len(size) != 2 or int(size[0]) < 1 or int(size[1]) < 1:
+            raise ValueError(f"each entry of `{argument}` must be (height, width) with positive sides; got {size}.")
+        result.append((int(size[0]), int(size[1])))
+    return result
+
+
+def resolve_geometry(
+    mask_hw: tuple[int, int],
+    batch_size: int,
+    *,
+    target_sizes,
+    pixel_mask: torch.Tensor | None,
+    mask_stride: int,
+    resized_size_fn: Callable[[int, int], tuple[int, int]],
+) -> list[ImageGeometry]:
+    """Work out, per image, the padded input size, the valid region inside it and the output size.
+
+    The model outputs do not carry the padded and unpadded sizes, so they come from (first found):
+    `pixel_mask` as returned by pre-processing; else the original sizes in `target_sizes` replayed through the
+    processor's resize rule, with the padded size given by the mask size times `mask_stride`; else no cropping.
+    """
+    if target_sizes is not None:
+        target_sizes = _as_size_list(target_sizes, "target_sizes")
+        if len(target_sizes) != batch_size:
+            raise ValueError(
+                f"`target_sizes` has {len(target_sizes)} entries but the outputs hold {batch_size} images; pass one "
+                "(height, width) per image."
+            )
+    geometries = []
+    if pixel_mask is not None:
+        if pixel_mask.ndim != 3 or pixel_mask.shape[0] != batch_size:
+            raise ValueError(
+                f"`pixel_mask` must have shape (batch_size={batch_size}, height, width); got {tuple(pixel_mask.shape)}."
+            )
+        padded = (int(pixel_mask.shape[-2]), int(pixel_mask.shape[-1]))
+        valid_rows = pixel_mask.bool().any(dim=2).sum(dim=1).tolist()  # (batch,) rows holding any valid pixel
+        valid_cols = pixel_mask.bool().any(dim=1).sum(dim=1).tolist()
+        for i in range(batch_size):
+            valid = (int(valid_rows[i]), int(valid_cols[i]))
+            output = target_sizes[i] if target_sizes is not None else valid
+            geometries.append(ImageGeometry(padded, valid, output))
+        return geometries
+
+    padded = (mask_hw[0] * mask_stride, mask_hw[1] * mask_stride)
+    for i in range(batch_size):
+        if target_sizes is None:
+            geometries.append(ImageGeometry(padded, padded, padded))
+            continue
+        valid = resized_size_fn(*target_sizes[i])
+        if valid[0] > padded[0] or valid[1] > padded[1]:
+            logger.warning(
+                f"image {i}: the processor would resize {target_sizes[i]} to {valid}, which does not fit the padded "
+                f"input {padded} implied by masks of size {tuple(mask_hw)} (mask_stride={mask_stride}); using the "
+                "whole mask. Pass `pixel_mask` from pre-processing to crop the padding exactly."
+            )
+            valid = padded
+        geometries.append(ImageGeometry(padded, valid, target_sizes[i]))
+    return geometries
+
+
+def upsample_crop_resize(maps: torch.Tensor, geometry: ImageGeometry) -> torch.Tensor:
+    """(K, h, w) maps predicted on the padded input -> (K, *output_hw): upsample, crop the padding, resize."""
+    if maps.shape[0] == 0:
+        return maps.new_zeros((0, *geometry.output_hw))
+    (ph, pw), (vh, vw) = geometry.padded_hw, geometry.valid_hw
+    h, w = maps.shape[-2:]
+    x = maps.unsqueeze(0)
+    if ph % h == 0 and pw % w == 0:
+        # Only upsample the rows/columns that survive the crop. With the same integer scale the interpolation
+        # weights are identical, and one extra source row/column keeps the border taps of the kept pixels.
+        sh, sw = ph // h, pw // w
+        rows, cols = min(h, math.ceil(vh / sh) + 1), min(w, math.ceil(vw / sw) + 1)
+        x = F.interpolate(x[..., :rows, :cols], size=(rows * sh, cols * sw), mode="bilinear", align_corners=False)
+    elif (h, w) != (ph, pw):
+        x = F.interpolate(x, size=(ph, pw), mode="bilinear", align_corners=False)
+    x = x[..., :vh, :vw]
+    if (vh, vw) != tuple(geometry.output_hw):
+        x = F.interpolate(x, size=tuple(geometry.output_hw), mode="bilinear", align_corners=False)
+    return x[0]
+
+
+def semantic_inference(
+    class_logits: torch.Tensor, mask_logits: torch.Tensor, geometry: ImageGeometry, *, exact: bool, with_scores: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-pixel class map (and optionally (C, H, W) scores) for one image.
+
+    score(c, x) = sum_q p(c | q) * sigmoid(m_q(x)) (paper 3.3, semantic inference). With `exact` every query's mask
+    logits are upsampled before the sum, as Detectron2 does; that costs Q full-resolution maps and a
+    C x Q x H x W product. The default sums at mask resolution and upsamples the class scores instead, and when only
+    the class map is wanted, only the classes that rank first or second somewhere at mask resolution.
+    """
+    class_probs = class_logits.softmax(-1)[:, :-1]  # (queries, classes); the last class is "no object"
+    if exact:
+        mask_probs = upsample_crop_resize(mask_logits, geometry).sigmoid()  # (queries, H, W)
+        scores = torch.einsum("qc,qhw->chw", class_probs, mask_probs)
+        return scores.argmax(0), (scores if with_scores else None)
+    low_res = torch.einsum("qc,qhw->chw", class_probs, mask_logits.sigmoid())  # (classes, h, w)
+    if with_scores:
+        scores = upsample_crop_resize(low_res, geometry)
+        return scores.argmax(0), scores
+    top = low_res.topk(min(2, low_res.shape[0]), dim=0).indices  # (2, h, w)
+    candidates = torch.unique(top)
+    resized = upsample_crop_resize(low_res[candidates], geometry)
+    return candidates[resized.argmax(0)], None
+
+
+def _logit(probability: float) -> float:
+    if probability <= 0.0:
+        return -math.inf
+    if probability >= 1.0:
+        return math.inf
+    return math.log(probability) - math.log1p(-probability)
+
+
+def instance_inference(
+    class_logits: torch.Tensor,
+    mask_logits: torch.Tensor,
+    geometry: ImageGeometry,
+    *,
+    threshold: float,
+    mask_threshold: float,
+    overlap_mask_area_threshold: float,
+) -> tuple[torch.Tensor, list[dict], torch.Tensor]:
+    """Instances of one image: (segmentation map, segments_info, full binary masks of the kept instances).
+
+    As in Mask2Former (paper 4.1) the top-`num_queries` (query, class) pairs are candidates, a mask is the query's
+    mask logits above `mask_threshold` (as a probability), and the score is class probability times the mean mask
+    probability inside the mask. Instances are painted by decreasing score; one whose visible part is less than
+    `overlap_mask_area_threshold` of its mask is dropped.
+    """
+    num_queries, num_classes = class_logits.shape[0], class_logits.shape[1] - 1
+    class_probs = class_logits.softmax(-1)[:, :-1]
+    top_scores, top_index = class_probs.flatten().topk(min(num_queries, class_probs.numel()), sorted=True)
+    query_index, labels = top_index // num_classes, top_index % num_classes
+    # the mean mask probability is at most 1, so a pair whose class probability misses the threshold cannot pass
+    if threshold > 0:
+        keep = top_scores >= threshold
+        top_scores, query_index, labels = top_scores[keep], query_index[keep], labels[keep]
+    height, width = geometry.output_hw
+    unique_queries, inverse = torch.unique(query_index, return_inverse=True)
+    logits = upsample_crop_resize(mask_logits[unique_queries], geometry)  # (unique, H, W)
+    binary = logits > _logit(mask_threshold)
+    probs = logits.sigmoid()
+    area = binary.flatten(1).sum(1)
+    mask_scores = (probs * binary).flatten(1).sum(1) / (area + 1e-6)
+    scores = top_scores * mask_scores[inverse]
+    keep = (scores >= threshold) & (area[inverse] > 0)
+    order = torch.argsort(scores[keep], descending=True)
+    kept_scores, kept_labels, kept_masks = scores[keep][order], labels[keep][order], inverse[keep][order]
+
+    segmentation = torch.full((height, width), -1, dtype=torch.int32, device=mask_logits.device)
+    painted = torch.zeros((height, width), dtype=torch.bool, device=mask_logits.device)
+    segments, binary_maps = [], []
+    for score, label, mask_index in zip(kept_scores.tolist(), kept_labels.tolist(), kept_masks.tolist()):
+        mask = binary[mask_index]
+        visible = mask & ~painted
+        if visible.sum().item() < overlap_mask_area_threshold * area[mask_index].item():
+            continue
+        segment_id = len(segments)
+        segmentation[visible] = segment_id
+        painted |= visible
+        segments.append({"id": segment_id, "label_id": label, "was_fused": False, "score": round(score, 6)})
+        binary_maps.append(mask)
+    if binary_maps:
+        stacked = torch.stack(binary_maps).to(torch.float32)
+    else:
+        stacked = torch.zeros((0, height, width), dtype=torch.float32, device=mask_logits.device)
+    return segmentation, segments, stacked
+
+
+def panoptic_inference(
+    class_logits: torch.Tensor,
+    mask_logits: torch.Tensor,
+    geometry: ImageGeometry,
+    *,
+    threshold: float,
+    mask_threshold: float,
+    overlap_mask_area_threshold: float,
+    label_ids_to_fuse: set[int],
+) -> tuple[torch.Tensor, list[dict]]:
+    """Panoptic segmentation of one image, following Mask2Former's `panoptic_inference`.
+
+    Queries predicting "no object" or with a class probability <= `threshold` are dropped; every pixel goes to the
+    query with the highest class-probability-weighted mask probability, if that mask probability reaches
+    `mask_threshold`; a segment keeping less than `overlap_mask_area_threshold` of its own mask is dropped; segments
+    of a class in `label_ids_to_fuse` share one id. Unassigned pixels are 0, segment ids start at 1.
+    """
+    num_classes = class_logits.shape[1] - 1
+    scores, labels = class_logits.softmax(-1).max(-1)
+    keep = (labels != num_classes) & (scores > threshold)
+    scores, labels = scores[keep], labels[keep]
+    height, width = geometry.output_hw
+    segmentation = torch.zeros((height, width), dtype=torch.int32, device=mask_logits.device)
+    if scores.numel() == 0:
+        return segmentation, []
+    probs = upsample_crop_resize(mask_logits[keep], geometry).sigmoid()  # (kept, H, W)
+    winner = (scores.view(-1, 1, 1) * probs).argmax(0)  # (H, W) index of the winning kept query
+    confident = probs.gather(0, winner.unsqueeze(0))[0] >= mask_threshold
+    count = scores.numel()
+    won_area = torch.bincount(winner.flatten(), minlength=count)
+    own_area = (probs >= mask_threshold).flatten(1).sum(1)
+    final_area = torch.bincount(winner[confident], minlength=count)
+
+    segment_of_query = torch.zeros(count + 1, dtype=torch.int32)  # lookup table: kept query -> segment id
+    segments, fused_ids = [], {}
+    for k, (label, score) in enumerate(zip(labels.tolist(), scores.tolist())):
+        won, own, final = int(won_area[k]), int(own_area[k]), int(final_area[k])
+        if won == 0 or own == 0 or final == 0 or won / own < overlap_mask_area_threshold:
+            continue
+        if label in label_ids_to_fuse and label in fused_ids:
+            segment_of_query[k] = fused_ids[label]
+            continue
+        segment_id = len(segments) + 1
+        segment_of_query[k] = segment_id
+        if label in label_ids_to_fuse:
+            fused_ids[label] = segment_id
+        segments.append(
+            {"id": segment_id, "label_id": label, "was_fused": label in label_ids_to_fuse, "score": round(score, 6)}
+        )
+    segment_of_query = segment_of_query.to(mask_logits.device)
+    segmentation = torch.where(confident, segment_of_query[winner], segmentation)
+    return segmentation, segments
+
+
+def binary_mask_to_rle(mask: torch.Tensor) -> list[int]:
+    """Run-length encoding of a binary (H, W) mask in transformers' format: 1-based [start, length, ...] pairs
+    over the row-major flattened mask."""
+    pixels = mask.flatten().to(torch.int8)
+    edges = torch.cat([pixels.new_zeros(1), pixels, pixels.new_zeros(1)])
+    runs = torch.nonzero(edges[1:] != edges[:-1]).flatten() + 1
+    runs[1::2] -= runs[::2].clone()
+    return runs.tolist()
