@@ -3,6 +3,8 @@
 from .transformers_native import (
     config_from_transformers,
     config_to_transformers,
+    from_transformers_pretrained,
+    load_transformers_state_dict,
     state_dict_from_transformers,
     state_dict_to_transformers,
 )
@@ -10,6 +12,8 @@ from .transformers_native import (
 __all__ = [
     "config_from_transformers",
     "config_to_transformers",
+    "from_transformers_pretrained",
+    "load_transformers_state_dict",
     "state_dict_from_transformers",
     "state_dict_to_transformers",
 ]

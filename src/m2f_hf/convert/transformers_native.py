@@ -188,7 +188,7 @@ def config_from_transformers(config) -> M2FConfig:
     kwargs["encoder_attention_heads"] = config.num_attention_heads
     kwargs["backbone_config"] = config.backbone_config
     kwargs["id2label"] = dict(config.id2label)
-    kwargs["label2id"] = dict(config.label2id)
+    kwargs["label2id"] = {label: int(i) for i, label in config.id2label.items()}
     return M2FConfig(**kwargs)
 
 
@@ -216,5 +216,65 @@ def config_to_transformers(config: M2FConfig):
     kwargs["num_attention_heads"] = config.num_attention_heads
     kwargs["backbone_config"] = config.backbone_config
     kwargs["id2label"] = dict(config.id2label)
-    kwargs["label2id"] = dict(config.label2id)
+    kwargs["label2id"] = {label: int(i) for i, label in config.id2label.items()}
     return Mask2FormerConfig(**kwargs)
+
+
+def load_transformers_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Read the weights of a transformers checkpoint directory (single or sharded safetensors, or pytorch_model.bin)."""
+    import json
+    import os
+
+    from safetensors.torch import load_file
+
+    single = os.path.join(path, "model.safetensors")
+    index = os.path.join(path, "model.safetensors.index.json")
+    legacy = os.path.join(path, "pytorch_model.bin")
+    if os.path.isfile(single):
+        return load_file(single)
+    if os.path.isfile(index):
+        with open(index) as handle:
+            shards = sorted(set(json.load(handle)["weight_map"].values()))
+        state_dict: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            state_dict.update(load_file(os.path.join(path, shard)))
+        return state_dict
+    if os.path.isfile(legacy):
+        return torch.load(legacy, map_location="cpu", weights_only=True)
+    raise FileNotFoundError(
+        f"no weights in {path!r}: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin."
+    )
+
+
+def from_transformers_pretrained(name_or_path: str, **hub_kwargs):
+    """Load a transformers-native Mask2Former checkpoint (a directory or a Hub id such as
+    `facebook/mask2former-swin-small-coco-instance`) as our [`M2FForUniversalSegmentation`]."""
+    import os
+
+    from transformers import Mask2FormerConfig
+
+    from ..modeling_m2f import M2FForUniversalSegmentation
+
+    if not os.path.isdir(name_or_path):
+        from huggingface_hub import snapshot_download
+
+        name_or_path = snapshot_download(
+            name_or_path, allow_patterns=["*.json", "*.safetensors", "*.bin"], **hub_kwargs
+        )
+    source_config = Mask2FormerConfig.from_pretrained(name_or_path)
+    model = M2FForUniversalSegmentation(config_from_transformers(source_config))
+    state_dict = state_dict_from_transformers(load_transformers_state_dict(name_or_path))
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+    if missing or unexpected:
+        raise KeyError(
+            f"converted checkpoint {name_or_path!r} does not fit the model: missing {missing[:20]}, "
+            f"unexpected {unexpected[:20]}"
+        )
+    for key, tensor in model.state_dict().items():
+        if tensor.shape != state_dict[key].shape:
+            raise ValueError(
+                f"{key}: checkpoint shape {tuple(state_dict[key].shape)} does not fit the model's {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
