@@ -4,7 +4,6 @@ from .transformers_native import (
     config_from_transformers,
     config_to_transformers,
     from_transformers_pretrained,
-    load_transformers_state_dict,
     state_dict_from_transformers,
     state_dict_to_transformers,
 )
@@ -13,7 +12,6 @@ __all__ = [
     "config_from_transformers",
     "config_to_transformers",
     "from_transformers_pretrained",
-    "load_transformers_state_dict",
     "state_dict_from_transformers",
     "state_dict_to_transformers",
 ]

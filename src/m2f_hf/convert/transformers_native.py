@@ -220,61 +220,41 @@ def config_to_transformers(config: M2FConfig):
     return Mask2FormerConfig(**kwargs)
 
 
-def load_transformers_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """Read the weights of a transformers checkpoint directory (single or sharded safetensors, or pytorch_model.bin)."""
-    import json
-    import os
-
-    from safetensors.torch import load_file
-
-    single = os.path.join(path, "model.safetensors")
-    index = os.path.join(path, "model.safetensors.index.json")
-    legacy = os.path.join(path, "pytorch_model.bin")
-    if os.path.isfile(single):
-        return load_file(single)
-    if os.path.isfile(index):
-        with open(index) as handle:
-            shards = sorted(set(json.load(handle)["weight_map"].values()))
-        state_dict: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state_dict.update(load_file(os.path.join(path, shard)))
-        return state_dict
-    if os.path.isfile(legacy):
-        return torch.load(legacy, map_location="cpu", weights_only=True)
-    raise FileNotFoundError(
-        f"no weights in {path!r}: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin."
-    )
-
-
 def from_transformers_pretrained(name_or_path: str, **hub_kwargs):
     """Load a transformers-native Mask2Former checkpoint (a directory or a Hub id such as
-    `facebook/mask2former-swin-small-coco-instance`) as our [`M2FForUniversalSegmentation`]."""
-    import os
+    `facebook/mask2former-swin-small-coco-instance`) as our [`M2FForUniversalSegmentation`].
 
-    from transformers import Mask2FormerConfig
+    transformers itself reads the files (its on-disk key names differ between versions and from its in-memory names);
+    any key of the file that it does not use, or any weight that the file lacks, is an error here, and then every
+    in-memory key goes through our mapping table.
+    """
+    from transformers import Mask2FormerForUniversalSegmentation
 
     from ..modeling_m2f import M2FForUniversalSegmentation
 
-    if not os.path.isdir(name_or_path):
-        from huggingface_hub import snapshot_download
-
-        name_or_path = snapshot_download(
-            name_or_path, allow_patterns=["*.json", "*.safetensors", "*.bin"], **hub_kwargs
+    try:
+        source, info = Mask2FormerForUniversalSegmentation.from_pretrained(
+            name_or_path, output_loading_info=True, **hub_kwargs
         )
-    source_config = Mask2FormerConfig.from_pretrained(name_or_path)
-    model = M2FForUniversalSegmentation(config_from_transformers(source_config))
-    state_dict = state_dict_from_transformers(load_transformers_state_dict(name_or_path))
+    except OSError as error:
+        raise FileNotFoundError(
+            f"cannot read a transformers Mask2Former checkpoint at {name_or_path!r}: {error}"
+        ) from error
+    missing = [k for k in info.get("missing_keys", []) if k != "criterion.empty_weight"]
+    unexpected = list(info.get("unexpected_keys", []))
+    mismatched = list(info.get("mismatched_keys", []))
+    if missing or unexpected or mismatched:
+        raise KeyError(
+            f"checkpoint {name_or_path!r} does not fit transformers' Mask2Former: missing {missing[:20]}, "
+            f"unused {unexpected[:20]}, mismatched shapes {mismatched[:20]}"
+        )
+    model = M2FForUniversalSegmentation(config_from_transformers(source.config))
+    state_dict = state_dict_from_transformers(source.state_dict())
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
     if missing or unexpected:
         raise KeyError(
-            f"converted checkpoint {name_or_path!r} does not fit the model: missing {missing[:20]}, "
-            f"unexpected {unexpected[:20]}"
+            f"converted checkpoint does not fit the model: missing {missing[:20]}, unexpected {unexpected[:20]}"
         )
-    for key, tensor in model.state_dict().items():
-        if tensor.shape != state_dict[key].shape:
-            raise ValueError(
-                f"{key}: checkpoint shape {tuple(state_dict[key].shape)} does not fit the model's {tuple(tensor.shape)}"
-            )
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
