@@ -41,7 +41,11 @@ def normalize_thing_ids(thing_ids: Iterable[int], id2label: Mapping[int, str]) -
 
 
 def as_index_map(value: Any, name: str, ndim: int = 2) -> torch.Tensor:
-    """Converts a tensor / array of integer ids to a CPU int64 tensor with `ndim` dimensions."""
+    """Converts a tensor / array of integer ids to a CPU integer tensor with `ndim` dimensions.
+
+    Integer inputs keep their dtype (an int64 copy of every map would double the memory traffic); bool and float
+    inputs become int64.
+    """
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)
     if not isinstance(value, torch.Tensor):
@@ -54,7 +58,9 @@ def as_index_map(value: Any, name: str, ndim: int = 2) -> torch.Tensor:
         if not torch.equal(rounded, value):
             raise ValueError(f"`{name}` must hold integer ids, got non-integer values.")
         value = rounded
-    return value.detach().to(device="cpu", dtype=torch.int64)
+    if value.is_floating_point() or value.dtype == torch.bool:
+        value = value.to(torch.int64)
+    return value.detach().cpu()
 
 
 def as_list(value: Any, name: str) -> list:

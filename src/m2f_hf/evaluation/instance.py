@@ -39,15 +39,33 @@ def encode_masks(masks: torch.Tensor | np.ndarray) -> list[dict[str, Any]]:
     Returns:
         `list[dict]`: one `{"size": [H, W], "counts": str}` per mask.
     """
-    if isinstance(masks, torch.Tensor):
-        masks = masks.detach().cpu().numpy()
-    if masks.shape[0] == 0:
+    masks = torch.as_tensor(masks)
+    return _encode_transposed(masks.transpose(1, 2).contiguous())
+
+
+def _encode_transposed(masks_nwh: torch.Tensor) -> list[dict[str, Any]]:
+    """RLE of masks given as a C-contiguous `(num_masks, W, H)` tensor.
+
+    pycocotools reads `(H, W, N)` arrays in Fortran order, which is exactly the memory layout of a C-contiguous
+    `(N, W, H)` array, so the transpose below is free.
+    """
+    if masks_nwh.shape[0] == 0:
         return []
-    # pycocotools wants (H, W, N) in Fortran order.
-    encoded = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    array = masks_nwh.detach().cpu().to(torch.uint8).numpy().transpose(2, 1, 0)  # (H, W, N), Fortran-contiguous
+    encoded = mask_utils.encode(np.asfortranarray(array))
     for rle in encoded:
         rle["counts"] = rle["counts"].decode("ascii")
     return encoded
+
+
+def _encode_compact(compact: torch.Tensor, indices: torch.Tensor) -> list[dict[str, Any]]:
+    """RLE of the masks ``compact == index`` for each index, from a `(H, W)` compact map."""
+    compact_t = compact.t().contiguous()  # (W, H)
+    return _encode_transposed(compact_t[None] == indices[:, None, None])  # (num_masks, W, H)
+
+
+def _areas(rles: list[dict[str, Any]]) -> list[float]:
+    return [float(area) for area in mask_utils.area(rles)] if rles else []
 
 
 def decode_transformers_rle(runs: Sequence[int], height: int, width: int) -> torch.Tensor:
@@ -130,10 +148,12 @@ class InstanceEvaluator(Evaluator):
         )
         compact = compact_segment_map(ref_map, table.ids, name=f"references[{index}]['segmentation']", strict=False)
         things = np.flatnonzero(np.isin(table.labels, list(self.thing_ids)))
-        masks = compact[None] == torch.from_numpy(things + 1)[:, None, None]  # (num_things, H, W)
+        rles = _encode_compact(compact, torch.from_numpy(things + 1))
+        # Segments listed in segments_info but absent from the map (e.g. lost in resizing) cannot be found: skip.
         return [
-            {"segmentation": rle, "category_id": int(table.labels[k]), "iscrowd": int(table.iscrowd[k])}
-            for k, rle in zip(things, encode_masks(masks))
+            {"segmentation": rle, "category_id": int(table.labels[k]), "iscrowd": int(table.iscrowd[k]), "area": area}
+            for k, rle, area in zip(things, rles, _areas(rles))
+            if area > 0
         ]
 
     def _encode_predictions(self, prediction: Mapping, ref_map: torch.Tensor, index: int) -> list[dict]:
@@ -167,16 +187,15 @@ class InstanceEvaluator(Evaluator):
                     label_keys=PREDICTION_LABEL_KEYS,
                 )
                 compact = compact_segment_map(segmentation, table.ids, name=f"{name}['segmentation']", strict=True)
-                masks = compact[None] == torch.arange(1, len(table) + 1)[:, None, None]  # (num_segments, H, W)
-                rles = encode_masks(masks)
+                rles = _encode_compact(compact, torch.arange(1, len(table) + 1))
             else:
                 raise ValueError(
                     f"`{name}['segmentation']` has shape {tuple(segmentation.shape)}; expected (H, W) or (N, H, W)."
                 )
         detections = [
-            {"segmentation": rle, "category_id": int(table.labels[k]), "score": float(table.scores[k])}
-            for k, rle in enumerate(rles)
-            if int(table.labels[k]) in self.thing_ids and mask_utils.area(rle) > 0
+            {"segmentation": rle, "category_id": int(table.labels[k]), "score": float(table.scores[k]), "area": area}
+            for k, (rle, area) in enumerate(zip(rles, _areas(rles)))
+            if int(table.labels[k]) in self.thing_ids and area > 0
         ]
         detections.sort(key=lambda detection: -detection["score"])
         return detections[: self.max_detections_per_image]
@@ -246,7 +265,6 @@ class InstanceEvaluator(Evaluator):
                             **annotation,
                             "id": len(target) + 1,
                             "image_id": image_id,
-                            "area": float(mask_utils.area(annotation["segmentation"])),
                             "bbox": mask_utils.toBbox(annotation["segmentation"]).tolist(),
                             "iscrowd": annotation.get("iscrowd", 0),
                         }

@@ -16,6 +16,9 @@ import torch
 
 __all__ = ["SegmentTable", "compact_segment_map", "parse_segments_info"]
 
+# Above this id range, `compact_segment_map` searches sorted ids instead of building a lookup table.
+LOOKUP_TABLE_LIMIT = 1 << 16
+
 
 @dataclass
 class SegmentTable:
@@ -89,28 +92,49 @@ def compact_segment_map(segmentation: torch.Tensor, ids: torch.Tensor, *, name: 
     """Maps a segment-id map to compact indices: 0 for void, ``k + 1`` where the pixel holds ``ids[k]``.
 
     Args:
-        segmentation (`torch.Tensor` of any shape): int64 segment ids.
+        segmentation (`torch.Tensor` of any shape): integer segment ids.
         ids (`torch.Tensor` of shape `(num_segments,)`): the listed segment ids, ascending.
         name (`str`): the argument named in errors.
         strict (`bool`): if True a positive id that is not in `ids` is an error (a prediction must describe all
             its segments); if False it is void (the reference convention). Ids <= 0 that are not listed are void in
             both cases: transformers marks unassigned pixels with 0 (panoptic) or -1 (instance).
+
+    Returns:
+        `torch.Tensor` of the shape of `segmentation`: int32 compact indices in `[0, num_segments]`.
     """
-    flat = segmentation.reshape(-1)
-    if ids.numel() == 0:
-        compact = torch.zeros_like(flat)
-        unlisted = flat
+    num_segments = ids.numel()
+    if segmentation.numel() == 0:
+        return torch.zeros_like(segmentation, dtype=torch.int32)
+    low, high = (value.item() for value in torch.aminmax(segmentation))
+    if high - low < LOOKUP_TABLE_LIMIT:
+        # Small id range (predictions, most datasets): one gather through a table indexed by id - low. Unlisted
+        # positive ids go to the extra index num_segments + 1 so that strict mode can find them afterwards.
+        table = torch.zeros(high - low + 1, dtype=torch.int32)
+        if strict and high > 0:
+            table[max(1, low) - low :] = num_segments + 1
+        inside = (ids >= low) & (ids <= high)
+        table[ids[inside] - low] = torch.arange(1, num_segments + 1, dtype=torch.int32)[inside]
+        index = segmentation - low if low != 0 else segmentation
+        if index.dtype not in (torch.int32, torch.int64):
+            index = index.int()  # uint8 indices would be read as a boolean mask
+        compact = table[index]
+        unlisted = compact > num_segments if strict else None
     else:
-        position = torch.searchsorted(ids, flat).clamp_(max=ids.numel() - 1)
-        hit = ids[position] == flat
-        compact = torch.where(hit, position + 1, 0)
-        unlisted = flat[~hit] if strict else flat[:0]
-    if strict:
-        bad = unlisted[unlisted > 0]
-        if bad.numel() > 0:
-            missing = torch.unique(bad)[:10].tolist()
-            raise ValueError(
-                f"`{name}` holds segment ids {missing} that are not in its segments_info (listed ids: "
-                f"{ids.tolist()[:20]}); expected every positive id in the map to be described in segments_info."
-            )
-    return compact.view(segmentation.shape)
+        # Large ids (COCO panoptic PNGs encode ids as R + 256 G + 256^2 B): binary search in the sorted ids.
+        flat = segmentation.reshape(-1).long()
+        if num_segments == 0:
+            compact = torch.zeros_like(flat, dtype=torch.int32)
+            hit = torch.zeros_like(flat, dtype=torch.bool)
+        else:
+            position = torch.searchsorted(ids, flat).clamp_(max=num_segments - 1)
+            hit = ids[position] == flat
+            compact = torch.where(hit, position + 1, 0).int()
+        compact = compact.view(segmentation.shape)
+        unlisted = (~hit & (flat > 0)).view(segmentation.shape) if strict else None
+    if strict and bool(unlisted.any()):
+        missing = torch.unique(segmentation[unlisted])[:10].tolist()
+        raise ValueError(
+            f"`{name}` holds segment ids {missing} that are not in its segments_info (listed ids: "
+            f"{ids.tolist()[:20]}); expected every positive id in the map to be described in segments_info."
+        )
+    return compact

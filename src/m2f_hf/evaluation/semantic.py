@@ -12,6 +12,9 @@ from .convert import panoptic_to_semantic
 
 __all__ = ["SemanticEvaluator"]
 
+# Id ranges up to this size are counted as raw (reference, prediction) value pairs: a table of at most 1M bins.
+DIRECT_COUNT_LIMIT = 1024
+
 
 class SemanticEvaluator(Evaluator):
     """mIoU and friends, accumulated in one `(num_classes, num_classes + 1)` confusion matrix over the dataset.
@@ -40,13 +43,19 @@ class SemanticEvaluator(Evaluator):
             )
         self.class_ids = list(self.id2label)
         num_classes = len(self.class_ids)
-        # Lookup table from raw value (offset by `_low`) to row / column: class index, `num_classes` for ignore,
-        # -1 for unknown values.
+        # Pixels are counted by raw value pairs over [low, high] (`code = value - low`), then folded into classes.
+        # `_code_to_row` maps a code to its confusion index: the class index, `num_classes` for ignore_index and
+        # `num_classes + 1` for values that are neither (reported as errors).
         self._low = min(self.class_ids[0], self.ignore_index)
-        high = max(self.class_ids[-1], self.ignore_index)
-        self._lookup = torch.full((high - self._low + 1,), -1, dtype=torch.int64)
-        self._lookup[torch.tensor(self.class_ids) - self._low] = torch.arange(num_classes)
-        self._lookup[self.ignore_index - self._low] = num_classes
+        self._high = max(self.class_ids[-1], self.ignore_index)
+        num_codes = self._high - self._low + 1
+        self._code_to_row = torch.full((num_codes,), num_classes + 1, dtype=torch.int64)
+        self._code_to_row[torch.tensor(self.class_ids) - self._low] = torch.arange(num_classes)
+        self._code_to_row[self.ignore_index - self._low] = num_classes
+        # With few distinct values the raw pairs are counted directly (no per-pixel lookup); with a wide id range
+        # (e.g. ignore_index 65535) pixels go through `_code_to_row` first to keep the count table small.
+        self._direct = num_codes <= DIRECT_COUNT_LIMIT
+        self._code_to_row32 = self._code_to_row.to(torch.int32)
         super().__init__()
 
     def reset(self) -> None:
@@ -58,45 +67,59 @@ class SemanticEvaluator(Evaluator):
             item = panoptic_to_semantic(item, fill_value=self.ignore_index)
         return as_index_map(item, name)
 
-    def _to_rows(self, values: torch.Tensor, name: str) -> torch.Tensor:
-        """Maps raw class ids to confusion-matrix indices, raising on values that are neither class nor ignore."""
-        if values.numel() == 0:
-            return values
-        low, high = values.min().item(), values.max().item()
-        if low < self._low or high >= self._low + self._lookup.numel():
+    def _codes(self, values: torch.Tensor, name: str) -> torch.Tensor:
+        """Per-pixel codes (int32), checking that every value lies in [low, high]."""
+        low, high = (value.item() for value in torch.aminmax(values))
+        if low < self._low or high > self._high:
             raise ValueError(
                 f"`{name}` holds class ids in [{low}, {high}], expected ids of `id2label` "
                 f"({self.class_ids[0]}..{self.class_ids[-1]}) or ignore_index {self.ignore_index}."
             )
-        rows = self._lookup[values - self._low]
-        if bool((rows < 0).any()):
-            unknown = torch.unique(values[rows < 0])[:10].tolist()
-            raise ValueError(
-                f"`{name}` holds class ids {unknown} that are not in `id2label`; expected ids of `id2label` "
-                f"or ignore_index {self.ignore_index}."
-            )
-        return rows
+        codes = values.reshape(-1).to(torch.int32)
+        if self._low != 0:
+            codes = codes - self._low
+        return codes if self._direct else self._code_to_row32[codes]
 
     def process(self, predictions: Any, references: Any) -> None:
         predictions = as_list(predictions, "predictions")
         references = as_list(references, "references")
         check_same_length(predictions, references)
-        if not predictions:
-            return
-        pred_flat, ref_flat = [], []
+        num_classes = len(self.class_ids)
+        rows = self._code_to_row if self._direct else torch.arange(num_classes + 2)
+        num_codes = rows.numel()
+        counts = torch.zeros(num_codes * num_codes, dtype=torch.int64)
         for index, (prediction, reference) in enumerate(zip(predictions, references)):
             pred_map = self._to_class_map(prediction, f"predictions[{index}]")
             ref_map = self._to_class_map(reference, f"references[{index}]")
             check_same_shape(pred_map, ref_map, index)
-            pred_flat.append(pred_map.reshape(-1))
-            ref_flat.append(ref_map.reshape(-1))
-        num_classes = len(self.class_ids)
-        pred_rows = self._to_rows(torch.cat(pred_flat), "predictions")
-        ref_rows = self._to_rows(torch.cat(ref_flat), "references")
-        # One bincount for the whole batch over (reference, prediction) pairs; the last reference row holds the
-        # ignored pixels and is dropped.
-        counts = torch.bincount(ref_rows * (num_classes + 1) + pred_rows, minlength=(num_classes + 1) ** 2)
-        self._state["confusion"] += counts.view(num_classes + 1, num_classes + 1)[:num_classes]
+            if ref_map.numel() == 0:
+                continue
+            pred_codes = self._codes(pred_map, f"predictions[{index}]")
+            ref_codes = self._codes(ref_map, f"references[{index}]")
+            # One bincount over (reference, prediction) code pairs; int32 keeps the pass memory-light.
+            counts += torch.bincount(ref_codes * num_codes + pred_codes, minlength=num_codes * num_codes)
+        counts = counts.view(num_codes, num_codes)  # (reference code, prediction code)
+        for axis, name in ((1, "references"), (0, "predictions")):
+            unknown = (counts.sum(axis) > 0) & (rows > num_classes)
+            if unknown.any():
+                values = self._unknown_values(predictions if axis == 0 else references, name)
+                raise ValueError(
+                    f"`{name}` holds class ids {values} that are not in `id2label`; expected ids of `id2label` "
+                    f"or ignore_index {self.ignore_index}."
+                )
+        # Fold codes into (num_classes + 2)^2 confusion indices; the ignore row and the unknown row/column are
+        # dropped, the ignore column stays (predictions of no class).
+        folded = torch.zeros(num_classes + 2, num_classes + 2, dtype=torch.int64)
+        folded.index_put_((rows[:, None].expand_as(counts), rows[None, :].expand_as(counts)), counts, accumulate=True)
+        self._state["confusion"] += folded[:num_classes, : num_classes + 1]
+
+    def _unknown_values(self, items: list, name: str) -> list[int]:
+        known = torch.tensor([*self.class_ids, self.ignore_index])
+        found: set[int] = set()
+        for index, item in enumerate(items):
+            values = torch.unique(self._to_class_map(item, f"{name}[{index}]"))
+            found.update(values[~torch.isin(values, known)].tolist())
+        return sorted(found)[:10]
 
     def evaluate(self) -> dict[str, Any]:
         """Returns `mIoU`, `fwIoU`, `pixel_accuracy`, `mean_accuracy` (percent) and `per_class_IoU`.
