@@ -6,8 +6,8 @@ different GPU never picks up a stale, ABI-incompatible binary. Nothing here runs
 
 Ahead of time (e.g. in a Docker image, on a machine with the CUDA toolkit)::
 
-    python -m m2f_hf.ops.build                 # architectures of the visible GPUs
-    python -m m2f_hf.ops.build --arch "8.0;9.0"  # no GPU needed; sets TORCH_CUDA_ARCH_LIST
+    python -m m2f_hf.ops                   # architectures of the visible GPUs
+    python -m m2f_hf.ops --arch "8.0;9.0"  # no GPU needed; sets TORCH_CUDA_ARCH_LIST
 
 Environment:
     ``M2F_DEFORM_ATTN_BUILD_DIR``: cache root to use instead of ``$XDG_CACHE_HOME/m2f_hf`` (``~/.cache/m2f_hf``).
@@ -22,7 +22,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -123,10 +122,15 @@ def load_kernel(*, verbose: bool = False) -> ModuleType:
                 return _kernel
             except BUILD_EXCEPTIONS as error:
                 first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                reason = f"building in {build_dir} failed: {type(error).__name__}: {first_line}"
+                from torch.utils import cpp_extension
+
+                reason = (
+                    f"building in {build_dir} failed ({type(error).__name__}: {first_line}; "
+                    f"toolkit used: CUDA_HOME={cpp_extension.CUDA_HOME})"
+                )
         _failure = KernelUnavailableError(
             f"m2f_hf multi-scale deformable attention CUDA kernel unavailable: {reason}. "
-            "Build it with `python -m m2f_hf.ops.build --verbose` to see the full log (docs/kernel.md)."
+            "Build it with `python -m m2f_hf.ops --verbose` to see the full log (docs/kernel.md)."
         )
         raise _failure
 
@@ -153,7 +157,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(json.dumps({"built": True, "module": module.__file__, "build_dir": str(build_directory())}))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,9 +16,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: it needs cuBLAS/cuSPARSE headers
 
 #include "ms_deform_attn.h"
 
@@ -255,7 +255,7 @@ at::Tensor ms_deform_attn_cuda_forward(const at::Tensor& value_in, const at::Ten
                                 value.options());
   if (pb.num_items == 0 || pb.head_dim == 0) return output.zero_();
   const dim3 block(kWarp, kItemsPerBlock);
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cuda_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     forward_kernel<scalar_t, acc_t><<<grid_for(pb.num_items), block, 0, stream>>>(
@@ -289,7 +289,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_cuda_backward(
   at::Tensor grad_weights = at::zeros_like(attention_weights);
   if (pb.num_items > 0 && pb.head_dim > 0) {
     const dim3 block(kWarp, kItemsPerBlock);
-    auto stream = at::cuda::getCurrentCUDAStream();
+    auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cuda_backward", [&] {
           using acc_t = at::opmath_type<scalar_t>;
