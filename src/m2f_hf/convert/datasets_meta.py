@@ -120,14 +120,14 @@ class DatasetMeta:
 
     Attributes:
         name: key of the dataset in [`DATASETS`] (e.g. `"coco_panoptic"`).
-        hub_id: the dataset's name on the Hugging Face Hub, for model-card metadata (`None` when there is none).
+        hub_id: the dataset's name for the model card's `datasets` metadata.
         classes: class names; index i is the model's class i.
         is_thing: per class, whether it is a countable thing (instances) or stuff.
         ignore_value: label value ignored in the semantic label maps.
     """
 
     name: str
-    hub_id: str | None
+    hub_id: str
     classes: tuple[str, ...]
     is_thing: tuple[bool, ...]
     ignore_value: int = 255
@@ -156,8 +156,8 @@ _COCO_PANOPTIC_PAIRS = [(n, True) for n in _COCO_THINGS] + [(n, False) for n in 
 DATASETS: dict[str, DatasetMeta] = {
     meta.name: meta
     for meta in (
-        _meta("coco_panoptic", "detection-datasets/coco", _COCO_PANOPTIC_PAIRS),
-        _meta("coco_instance", "detection-datasets/coco", [(n, True) for n in _COCO_THINGS]),
+        _meta("coco_panoptic", "coco", _COCO_PANOPTIC_PAIRS),
+        _meta("coco_instance", "coco", [(n, True) for n in _COCO_THINGS]),
         _meta("ade20k_semantic", "scene_parse_150", _ADE20K_150),
         _meta("ade20k_panoptic", "scene_parse_150", _ADE20K_150),
         _meta("ade20k_instance", "scene_parse_150", [(n, True) for n in _ADE20K_INSTANCE]),
@@ -165,8 +165,8 @@ DATASETS: dict[str, DatasetMeta] = {
         _meta("cityscapes_panoptic", "cityscapes", _CITYSCAPES),
         _meta("cityscapes_instance", "cityscapes", [p for p in _CITYSCAPES if p[1]]),
         # Mapillary Vistas marks unlabeled pixels with 65, not 255.
-        _meta("mapillary_vistas_semantic", None, _MAPILLARY_VISTAS, ignore_value=65),
-        _meta("mapillary_vistas_panoptic", None, _MAPILLARY_VISTAS, ignore_value=65),
+        _meta("mapillary_vistas_semantic", "mapillary_vistas", _MAPILLARY_VISTAS, ignore_value=65),
+        _meta("mapillary_vistas_panoptic", "mapillary_vistas", _MAPILLARY_VISTAS, ignore_value=65),
     )
 }
 
