@@ -1,0 +1,43 @@
+"""Training data: dataset formats and adapters, augmentations, collate, and a synthetic dataset generator."""
+
+from .dataset import Collator, SegmentationDataset, encode_targets
+from .formats import (
+    DEFAULT_COLUMNS,
+    TASKS,
+    DataError,
+    FormatAdapter,
+    LabelSet,
+    Sample,
+    find_class_label,
+    load_categories_file,
+    reference_from_sample,
+    resolve_label_set,
+)
+from .transforms import (
+    LargeScaleJitter,
+    PhotometricDistortion,
+    ResizeShortestEdge,
+    SemanticAugment,
+    build_train_transform,
+)
+
+__all__ = [
+    "DEFAULT_COLUMNS",
+    "TASKS",
+    "Collator",
+    "DataError",
+    "FormatAdapter",
+    "LabelSet",
+    "LargeScaleJitter",
+    "PhotometricDistortion",
+    "ResizeShortestEdge",
+    "Sample",
+    "SegmentationDataset",
+    "SemanticAugment",
+    "build_train_transform",
+    "encode_targets",
+    "find_class_label",
+    "load_categories_file",
+    "reference_from_sample",
+    "resolve_label_set",
+]
