@@ -120,6 +120,7 @@ class DatasetMeta:
 
     Attributes:
         name: key of the dataset in [`DATASETS`] (e.g. `"coco_panoptic"`).
+        title: readable name of the dataset and its evaluation split, for model cards.
         hub_id: the dataset's name for the model card's `datasets` metadata.
         classes: class names; index i is the model's class i.
         is_thing: per class, whether it is a countable thing (instances) or stuff.
@@ -127,6 +128,7 @@ class DatasetMeta:
     """
 
     name: str
+    title: str
     hub_id: str
     classes: tuple[str, ...]
     is_thing: tuple[bool, ...]
@@ -141,9 +143,10 @@ class DatasetMeta:
         return dict(enumerate(self.classes))
 
 
-def _meta(name, hub_id, pairs, ignore_value=255) -> DatasetMeta:
+def _meta(name, title, hub_id, pairs, ignore_value=255) -> DatasetMeta:
     return DatasetMeta(
         name=name,
+        title=title,
         hub_id=hub_id,
         classes=tuple(p[0] for p in pairs),
         is_thing=tuple(bool(p[1]) for p in pairs),
@@ -156,17 +159,25 @@ _COCO_PANOPTIC_PAIRS = [(n, True) for n in _COCO_THINGS] + [(n, False) for n in 
 DATASETS: dict[str, DatasetMeta] = {
     meta.name: meta
     for meta in (
-        _meta("coco_panoptic", "coco", _COCO_PANOPTIC_PAIRS),
-        _meta("coco_instance", "coco", [(n, True) for n in _COCO_THINGS]),
-        _meta("ade20k_semantic", "scene_parse_150", _ADE20K_150),
-        _meta("ade20k_panoptic", "scene_parse_150", _ADE20K_150),
-        _meta("ade20k_instance", "scene_parse_150", [(n, True) for n in _ADE20K_INSTANCE]),
-        _meta("cityscapes_semantic", "cityscapes", _CITYSCAPES),
-        _meta("cityscapes_panoptic", "cityscapes", _CITYSCAPES),
-        _meta("cityscapes_instance", "cityscapes", [p for p in _CITYSCAPES if p[1]]),
+        _meta("coco_panoptic", "COCO panoptic val2017", "coco", _COCO_PANOPTIC_PAIRS),
+        _meta("coco_instance", "COCO instances val2017", "coco", [(n, True) for n in _COCO_THINGS]),
+        _meta("ade20k_semantic", "ADE20K val (150 classes)", "scene_parse_150", _ADE20K_150),
+        _meta("ade20k_panoptic", "ADE20K panoptic val", "scene_parse_150", _ADE20K_150),
+        _meta("ade20k_instance", "ADE20K instance val", "scene_parse_150", [(n, True) for n in _ADE20K_INSTANCE]),
+        _meta("cityscapes_semantic", "Cityscapes val", "cityscapes", _CITYSCAPES),
+        _meta("cityscapes_panoptic", "Cityscapes panoptic val", "cityscapes", _CITYSCAPES),
+        _meta("cityscapes_instance", "Cityscapes instance val", "cityscapes", [p for p in _CITYSCAPES if p[1]]),
         # Mapillary Vistas marks unlabeled pixels with 65, not 255.
-        _meta("mapillary_vistas_semantic", "mapillary_vistas", _MAPILLARY_VISTAS, ignore_value=65),
-        _meta("mapillary_vistas_panoptic", "mapillary_vistas", _MAPILLARY_VISTAS, ignore_value=65),
+        _meta(
+            "mapillary_vistas_semantic", "Mapillary Vistas val", "mapillary_vistas", _MAPILLARY_VISTAS, ignore_value=65
+        ),
+        _meta(
+            "mapillary_vistas_panoptic",
+            "Mapillary Vistas panoptic val",
+            "mapillary_vistas",
+            _MAPILLARY_VISTAS,
+            ignore_value=65,
+        ),
     )
 }
 
