@@ -47,24 +47,31 @@ def make_data(num_images: int, size: int, num_segments: int, num_classes: int, s
         pred_labels = labels.clone()
         flip = torch.rand(num_segments, generator=generator) < 0.15
         pred_labels[flip & (labels < len(thing_ids))] = torch.randint(0, len(thing_ids), (1,), generator=generator)
-        # Reference: segment ids 1..n, a void band at the top; prediction: ids 1..n, no void.
+        # Reference: segment ids 1..n, a void band at the top; prediction: ids 1..n, no void. Cells that came out
+        # empty are not listed (torchmetrics' MeanAveragePrecision would score an empty mask, we drop it).
         ref_map = ref_index + 1
         ref_map[: size // 32] = 0
+        pred_map = pred_index + 1
+        ref_present = torch.bincount(ref_map.view(-1).long(), minlength=num_segments + 1) > 0
+        pred_present = torch.bincount(pred_map.view(-1).long(), minlength=num_segments + 1) > 0
         references.append(
             {
                 "segmentation": ref_map,
                 "segments_info": [
-                    {"id": k + 1, "category_id": int(labels[k]), "iscrowd": 0} for k in range(num_segments)
+                    {"id": k + 1, "category_id": int(labels[k]), "iscrowd": 0}
+                    for k in range(num_segments)
+                    if ref_present[k + 1]
                 ],
             }
         )
         scores = torch.rand(num_segments, generator=generator)
         predictions.append(
             {
-                "segmentation": pred_index + 1,
+                "segmentation": pred_map,
                 "segments_info": [
                     {"id": k + 1, "label_id": int(pred_labels[k]), "score": float(scores[k]), "was_fused": False}
                     for k in range(num_segments)
+                    if pred_present[k + 1]
                 ],
             }
         )
@@ -89,15 +96,137 @@ def to_semantic(item: dict, label_key: str, fill: int) -> torch.Tensor:
     return category[segmentation]
 
 
-def timed(function) -> tuple[float, object]:
+def timed(function, *args) -> tuple[float, object]:
     start = time.perf_counter()
-    result = function()
+    result = function(*args)
     return time.perf_counter() - start, result
 
 
 def batches(items: list, batch_size: int):
     for start in range(0, len(items), batch_size):
         yield items[start : start + batch_size]
+
+
+def bench_pq(args, predictions, references, id2label, thing_ids, stuff_ids) -> dict:
+    from torchmetrics.detection import PanopticQuality
+
+    void = args.num_classes
+    # torchmetrics' (category, instance) input is built beforehand and not timed.
+    tm_preds = [to_category_instance(p, "label_id", void) for p in predictions]
+    tm_refs = [to_category_instance(r, "category_id", void) for r in references]
+
+    def ours():
+        evaluator = PanopticEvaluator(id2label, thing_ids)
+        for pred_batch, ref_batch in zip(batches(predictions, args.batch_size), batches(references, args.batch_size)):
+            evaluator.process(pred_batch, ref_batch)
+        return evaluator.evaluate()["PQ"]
+
+    def theirs():
+        metric = PanopticQuality(things=set(thing_ids), stuffs=set(stuff_ids), allow_unknown_preds_category=True)
+        for pred_batch, ref_batch in zip(batches(tm_preds, args.batch_size), batches(tm_refs, args.batch_size)):
+            metric.update(torch.stack(pred_batch), torch.stack(ref_batch))
+        return 100.0 * metric.compute().item()
+
+    ours_s, ours_pq = timed(ours)
+    theirs_s, theirs_pq = timed(theirs)
+    return {
+        "pq_ours_s": ours_s,
+        "pq_torchmetrics_s": theirs_s,
+        "pq_speedup": theirs_s / ours_s,
+        "pq": [ours_pq, theirs_pq],
+    }
+
+
+def bench_miou(args, predictions, references, id2label) -> dict:
+    from torchmetrics.classification import MulticlassJaccardIndex
+    from torchmetrics.segmentation import MeanIoU
+
+    num_classes, ignore = args.num_classes, 255
+    # mIoU on the panoptic maps merged by class; reference void becomes ignore_index.
+    sem_preds = [to_semantic(p, "label_id", ignore) for p in predictions]
+    sem_refs = [to_semantic(r, "category_id", ignore) for r in references]
+
+    def ours():
+        evaluator = SemanticEvaluator(id2label, ignore_index=ignore)
+        for pred_batch, ref_batch in zip(batches(sem_preds, args.batch_size), batches(sem_refs, args.batch_size)):
+            evaluator.process(pred_batch, ref_batch)
+        return evaluator.evaluate()["mIoU"]
+
+    def jaccard():
+        metric = MulticlassJaccardIndex(num_classes=num_classes, ignore_index=ignore, average="macro")
+        for pred_batch, ref_batch in zip(batches(sem_preds, args.batch_size), batches(sem_refs, args.batch_size)):
+            metric.update(torch.stack(pred_batch), torch.stack(ref_batch))
+        return 100.0 * metric.compute().item()
+
+    def mean_iou():
+        # MeanIoU has no ignore_index (ignored pixels become an extra class) and averages per-image IoUs.
+        metric = MeanIoU(num_classes=num_classes + 1, input_format="index", per_class=True)
+        for pred_batch, ref_batch in zip(batches(sem_preds, args.batch_size), batches(sem_refs, args.batch_size)):
+            ref = torch.stack(ref_batch)
+            metric.update(torch.stack(pred_batch), torch.where(ref == ignore, num_classes, ref))
+        return metric.compute()
+
+    ours_s, ours_miou = timed(ours)
+    jaccard_s, jaccard_miou = timed(jaccard)
+    results = {
+        "miou_ours_s": ours_s,
+        "miou_torchmetrics_jaccard_s": jaccard_s,
+        "miou_speedup_vs_jaccard": jaccard_s / ours_s,
+        "miou": [ours_miou, jaccard_miou],
+    }
+    if args.with_mean_iou:
+        results["miou_torchmetrics_meaniou_s"], _ = timed(mean_iou)
+        results["miou_speedup_vs_meaniou"] = results["miou_torchmetrics_meaniou_s"] / ours_s
+    return results
+
+
+def instance_target(item: dict, label_key: str, thing_ids: set[int], with_scores: bool) -> dict:
+    segmentation = item["segmentation"].long()
+    kept = [s for s in item["segments_info"] if s[label_key] in thing_ids]
+    ids = torch.tensor([s["id"] for s in kept], dtype=torch.long)
+    target = {
+        "masks": segmentation[None] == ids[:, None, None],  # (instances, H, W)
+        "labels": torch.tensor([s[label_key] for s in kept], dtype=torch.long),
+    }
+    if with_scores:
+        target["scores"] = torch.tensor([s["score"] for s in kept])
+    else:
+        target["iscrowd"] = torch.zeros(len(kept), dtype=torch.long)
+    return target
+
+
+def bench_ap(args, predictions, references, id2label, thing_ids) -> dict:
+    from torchmetrics.detection import MeanAveragePrecision
+
+    things = set(thing_ids)
+    # torchmetrics gets binary masks built beforehand (not timed); it keeps them all until compute().
+    tm_preds = [
+        [instance_target(p, "label_id", things, True) for p in b] for b in batches(predictions, args.batch_size)
+    ]
+    tm_refs = [
+        [instance_target(r, "category_id", things, False) for r in b] for b in batches(references, args.batch_size)
+    ]
+
+    def ours():
+        evaluator = InstanceEvaluator(id2label, thing_ids)
+        for pred_batch, ref_batch in zip(batches(predictions, args.batch_size), batches(references, args.batch_size)):
+            evaluator.process(pred_batch, ref_batch)
+        return evaluator.evaluate()["AP"]
+
+    def theirs():
+        metric = MeanAveragePrecision(iou_type="segm", backend="pycocotools")
+        for pred_batch, ref_batch in zip(tm_preds, tm_refs):
+            metric.update(pred_batch, ref_batch)
+        return 100.0 * metric.compute()["map"].item()
+
+    ours_s, ours_ap = timed(ours)
+    theirs_s, theirs_ap = timed(theirs)
+    return {
+        "ap_ours_s": ours_s,
+        "ap_torchmetrics_s": theirs_s,
+        "ap_speedup": theirs_s / ours_s,
+        "ap": [ours_ap, theirs_ap],
+    }
 
 
 def main() -> None:
@@ -108,18 +237,19 @@ def main() -> None:
     parser.add_argument("--num_classes", type=int, default=100)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip_ap", action="store_true", help="skip mask AP (torchmetrics keeps every mask in memory)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both implementations")
+    parser.add_argument(
+        "--skip_ap", action="store_true", help="skip mask AP (torchmetrics keeps every mask in memory)"
+    )
+    parser.add_argument(
+        "--with_mean_iou", action="store_true", help="also time torchmetrics MeanIoU (one-hot based, much slower)"
+    )
     args = parser.parse_args()
 
-    from torchmetrics.classification import MulticlassJaccardIndex
-    from torchmetrics.detection import PanopticQuality
-    from torchmetrics.segmentation import MeanIoU
-
-    torch.set_num_threads(torch.get_num_threads())
+    torch.set_num_threads(args.threads)
     predictions, references, id2label, thing_ids, stuff_ids = make_data(
         args.num_images, args.size, args.segments, args.num_classes, args.seed
     )
-    num_classes, ignore = args.num_classes, 255
     results: dict[str, object] = {
         "num_images": args.num_images,
         "size": args.size,
@@ -128,107 +258,17 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
     }
-
-    # Panoptic quality. torchmetrics input conversion is done beforehand and not timed.
-    tm_preds = [to_category_instance(p, "label_id", num_classes) for p in predictions]
-    tm_refs = [to_category_instance(r, "category_id", num_classes) for r in references]
-
-    def ours_pq():
-        evaluator = PanopticEvaluator(id2label, thing_ids)
-        for pred_batch, ref_batch in zip(batches(predictions, args.batch_size), batches(references, args.batch_size)):
-            evaluator.process(pred_batch, ref_batch)
-        return evaluator.evaluate()["PQ"]
-
-    def torchmetrics_pq():
-        metric = PanopticQuality(things=set(thing_ids), stuffs=set(stuff_ids), allow_unknown_preds_category=True)
-        for pred_batch, ref_batch in zip(batches(tm_preds, args.batch_size), batches(tm_refs, args.batch_size)):
-            metric.update(torch.stack(pred_batch), torch.stack(ref_batch))
-        return 100.0 * metric.compute().item()
-
-    results["pq_ours_s"], pq_ours = timed(ours_pq)
-    results["pq_torchmetrics_s"], pq_tm = timed(torchmetrics_pq)
-    results["pq_speedup"] = results["pq_torchmetrics_s"] / results["pq_ours_s"]
-    results["pq_values"] = [pq_ours, pq_tm]
-    del tm_preds, tm_refs
-
-    # mIoU on the panoptic maps merged by class; reference void becomes ignore_index.
-    sem_preds = [to_semantic(p, "label_id", ignore) for p in predictions]
-    sem_refs = [to_semantic(r, "category_id", ignore) for r in references]
-
-    def ours_miou():
-        evaluator = SemanticEvaluator(id2label, ignore_index=ignore)
-        for pred_batch, ref_batch in zip(batches(sem_preds, args.batch_size), batches(sem_refs, args.batch_size)):
-            evaluator.process(pred_batch, ref_batch)
-        return evaluator.evaluate()["mIoU"]
-
-    def torchmetrics_jaccard():
-        metric = MulticlassJaccardIndex(num_classes=num_classes, ignore_index=ignore, average="macro")
-        for pred_batch, ref_batch in zip(batches(sem_preds, args.batch_size), batches(sem_refs, args.batch_size)):
-            metric.update(torch.stack(pred_batch), torch.stack(ref_batch))
-        return 100.0 * metric.compute().item()
-
-    def torchmetrics_mean_iou():
-        # MeanIoU has no ignore_index: ignored pixels are mapped to an extra class that is then left out.
-        metric = MeanIoU(num_classes=num_classes + 1, input_format="index", per_class=True)
-        for pred_batch, ref_batch in zip(batches(sem_preds, args.batch_size), batches(sem_refs, args.batch_size)):
-            ref = torch.stack(ref_batch)
-            ref = torch.where(ref == ignore, num_classes, ref)
-            metric.update(torch.stack(pred_batch), ref)
-        return 100.0 * metric.compute()[:num_classes].clamp(min=0).mean().item()
-
-    results["miou_ours_s"], miou_ours = timed(ours_miou)
-    results["miou_torchmetrics_jaccard_s"], miou_jaccard = timed(torchmetrics_jaccard)
-    results["miou_torchmetrics_meaniou_s"], _ = timed(torchmetrics_mean_iou)
-    results["miou_speedup_vs_jaccard"] = results["miou_torchmetrics_jaccard_s"] / results["miou_ours_s"]
-    results["miou_speedup_vs_meaniou"] = results["miou_torchmetrics_meaniou_s"] / results["miou_ours_s"]
-    results["miou_values"] = [miou_ours, miou_jaccard]
-    del sem_preds, sem_refs
-
+    results.update(bench_pq(args, predictions, references, id2label, thing_ids, stuff_ids))
+    results.update(bench_miou(args, predictions, references, id2label))
     if not args.skip_ap:
-        from torchmetrics.detection import MeanAveragePrecision
+        results.update(bench_ap(args, predictions, references, id2label, thing_ids))
 
-        def ours_ap():
-            evaluator = InstanceEvaluator(id2label, thing_ids)
-            for pred_batch, ref_batch in zip(
-                batches(predictions, args.batch_size), batches(references, args.batch_size)
-            ):
-                evaluator.process(pred_batch, ref_batch)
-            return evaluator.evaluate()["AP"]
+    def rounded(value):
+        if isinstance(value, float):
+            return round(value, 4)
+        return [rounded(v) for v in value] if isinstance(value, list) else value
 
-        def instance_targets(item: dict, label_key: str, with_scores: bool) -> dict:
-            segmentation = item["segmentation"].long()
-            kept = [s for s in item["segments_info"] if s[label_key] in set(thing_ids)]
-            ids = torch.tensor([s["id"] for s in kept], dtype=torch.long)
-            target = {
-                "masks": segmentation[None] == ids[:, None, None],
-                "labels": torch.tensor([s[label_key] for s in kept], dtype=torch.long),
-            }
-            if with_scores:
-                target["scores"] = torch.tensor([s["score"] for s in kept])
-            else:
-                target["iscrowd"] = torch.zeros(len(kept), dtype=torch.long)
-            return target
-
-        def torchmetrics_ap():
-            # Mask conversion is part of what a torchmetrics user pays, but is done outside the timed update below.
-            metric = MeanAveragePrecision(iou_type="segm", backend="pycocotools")
-            for pred_batch, ref_batch in zip(tm_ap_preds, tm_ap_refs):
-                metric.update(pred_batch, ref_batch)
-            return 100.0 * metric.compute()["map"].item()
-
-        tm_ap_preds = [
-            [instance_targets(p, "label_id", True) for p in batch] for batch in batches(predictions, args.batch_size)
-        ]
-        tm_ap_refs = [
-            [instance_targets(r, "category_id", False) for r in batch]
-            for batch in batches(references, args.batch_size)
-        ]
-        results["ap_ours_s"], ap_ours = timed(ours_ap)
-        results["ap_torchmetrics_s"], ap_tm = timed(torchmetrics_ap)
-        results["ap_speedup"] = results["ap_torchmetrics_s"] / results["ap_ours_s"]
-        results["ap_values"] = [ap_ours, ap_tm]
-
-    print(json.dumps({key: round(value, 4) if isinstance(value, float) else value for key, value in results.items()}))
+    print(json.dumps({key: rounded(value) for key, value in results.items()}))
 
 
 if __name__ == "__main__":
