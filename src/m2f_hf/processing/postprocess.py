@@ -228,12 +228,15 @@ def panoptic_inference(
     segmentation = torch.zeros((height, width), dtype=torch.int32, device=mask_logits.device)
     if scores.numel() == 0:
         return segmentation, []
-    probs = upsample_crop_resize(mask_logits[keep], geometry).sigmoid()  # (kept, H, W)
-    winner = (scores.view(-1, 1, 1) * probs).argmax(0)  # (H, W) index of the winning kept query
-    confident = probs.gather(0, winner.unsqueeze(0))[0] >= mask_threshold
+    logits = upsample_crop_resize(mask_logits[keep], geometry)  # (kept, H, W)
     count = scores.numel()
+    # sigmoid(m) >= t  <=>  m >= logit(t): count each query's own mask on the logits, before the sigmoid
+    own_area = logits.ge(_logit(mask_threshold)).view(count, -1).sum(1, dtype=torch.int64)
+    weighted = logits.sigmoid_().mul_(scores.view(-1, 1, 1))  # (kept, H, W) class-weighted mask probabilities
+    best, winner = weighted.max(0)  # (H, W) the winning kept query of every pixel
+    # the winner's own mask probability reaches the threshold: best = score * prob >= score * threshold
+    confident = best >= scores[winner] * mask_threshold
     won_area = torch.bincount(winner.flatten(), minlength=count)
-    own_area = (probs >= mask_threshold).flatten(1).sum(1)
     final_area = torch.bincount(winner[confident], minlength=count)
 
     segment_of_query = torch.zeros(count + 1, dtype=torch.int32)  # lookup table: kept query -> segment id

@@ -1,0 +1,108 @@
+"""Speed of our image processor vs transformers' default (torchvision) Mask2Former processor, in one run.
+
+Pre-processing: 8 images of 480x640 (uint8) resized to shortest edge 512. Post-processing (each task): one image,
+100 queries, 133 classes, masks of 128x128, results at 480x640. Both processors get the same inputs and their
+default thresholds. Prints JSON (median milliseconds over `--repeats` runs after one warm-up).
+
+    python benchmarks/bench_processor.py [--repeats 10] [--output results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import Mask2FormerImageProcessor
+
+from m2f_hf.image_processing_m2f import M2FImageProcessor
+
+NUM_IMAGES, IMAGE_HW, SHORTEST_EDGE, LONGEST_EDGE = 8, (480, 640), 512, 2048
+NUM_QUERIES, NUM_CLASSES, MASK_HW = 100, 133, (128, 128)
+CONFIDENT_QUERIES = 20  # a typical prediction: a few confident queries, the rest predict "no object"
+
+
+def _median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def _model_outputs(seed: int = 0) -> SimpleNamespace:
+    """Outputs shaped like Mask2Former's: smooth blob masks, `CONFIDENT_QUERIES` queries with a clear class."""
+    generator = torch.Generator().manual_seed(seed)
+    class_logits = torch.randn(1, NUM_QUERIES, NUM_CLASSES + 1, generator=generator)
+    class_logits[0, CONFIDENT_QUERIES:, -1] += 8  # "no object"
+    labels = torch.randint(0, NUM_CLASSES, (CONFIDENT_QUERIES,), generator=generator)
+    class_logits[0, torch.arange(CONFIDENT_QUERIES), labels] += 8
+    coarse = torch.randn(1, NUM_QUERIES, 8, 8, generator=generator) * 6
+    mask_logits = F.interpolate(coarse, size=MASK_HW, mode="bilinear", align_corners=False)
+    return SimpleNamespace(class_queries_logits=class_logits, masks_queries_logits=mask_logits)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--output", type=str, default=None, help="also write the JSON to this file")
+    args = parser.parse_args()
+
+    size = {"shortest_edge": SHORTEST_EDGE, "longest_edge": LONGEST_EDGE}
+    theirs = Mask2FormerImageProcessor(size=size)
+    ours = M2FImageProcessor(size=size)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (*IMAGE_HW, 3), dtype=np.uint8) for _ in range(NUM_IMAGES)]
+
+    results = {"preprocess_8_images": {}, "post_process_per_image": {}}
+    results["preprocess_8_images"]["transformers_ms"] = _median_ms(
+        lambda: theirs(images, return_tensors="pt"), args.repeats
+    )
+    results["preprocess_8_images"]["m2f_hf_ms"] = _median_ms(lambda: ours(images, return_tensors="pt"), args.repeats)
+
+    outputs = _model_outputs()
+    target_sizes = [IMAGE_HW]
+    # masks of 128x128 come from a 512x512 model input: the processor that made them resized to 512x512
+    ours_post = M2FImageProcessor(size={"height": 4 * MASK_HW[0], "width": 4 * MASK_HW[1]})
+    for task in ("semantic", "instance", "panoptic"):
+        name = f"post_process_{task}_segmentation"
+        their_fn, our_fn = getattr(theirs, name), getattr(ours_post, name)
+        kwargs = {"label_ids_to_fuse": set()} if task == "panoptic" else {}
+        entry = {
+            "transformers_ms": _median_ms(
+                lambda f=their_fn, k=kwargs: f(outputs, target_sizes=target_sizes, **k), args.repeats
+            ),
+            "m2f_hf_ms": _median_ms(
+                lambda f=our_fn, k=kwargs: f(outputs, target_sizes=target_sizes, **k), args.repeats
+            ),
+        }
+        results["post_process_per_image"][task] = entry
+    for entry in [results["preprocess_8_images"], *results["post_process_per_image"].values()]:
+        entry["speedup"] = round(entry["transformers_ms"] / entry["m2f_hf_ms"], 2)
+        entry["transformers_ms"] = round(entry["transformers_ms"], 2)
+        entry["m2f_hf_ms"] = round(entry["m2f_hf_ms"], 2)
+    results["setup"] = {
+        "images": f"{NUM_IMAGES} x {IMAGE_HW[0]}x{IMAGE_HW[1]} uint8, shortest edge {SHORTEST_EDGE}",
+        "outputs": f"{NUM_QUERIES} queries, {NUM_CLASSES} classes, masks {MASK_HW[0]}x{MASK_HW[1]} -> {IMAGE_HW}",
+        "repeats": args.repeats,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+    }
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w") as handle:
+            handle.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
