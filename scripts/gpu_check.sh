@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# One-shot check of the deformable attention CUDA kernel on a machine with an NVIDIA GPU (no network needed).
+#
+#   scripts/gpu_check.sh [OUTPUT_DIR]      # default: $OUT if set, else ./gpu_check_out
+#
+# Steps: environment report -> kernel build (JIT, cached) -> `pytest -m cuda tests/ops` -> kernel benchmark.
+# Every step runs under its own time limit inside an overall budget (< 8 minutes), a failing step does not stop the
+# following ones, and OUTPUT_DIR/summary.json records each step's exit status, duration and log file.
+# Assumes the package is importable (`pip install -e .` done) or falls back to PYTHONPATH=src.
+set -u
+set -o pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT_DIR="${1:-${OUT:-$REPO/gpu_check_out}}"
+mkdir -p "$OUT_DIR"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+cd "$REPO" || exit 1
+
+TOTAL_BUDGET_S=${GPU_CHECK_BUDGET_S:-450}
+PYTHON=${PYTHON:-python}
+STEPS_FILE="$OUT_DIR/steps.tsv"
+: >"$STEPS_FILE"
+
+if ! "$PYTHON" -c "import m2f_hf" >/dev/null 2>&1; then
+  export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
+fi
+# torch guesses CUDA_HOME from `which nvcc`; a symlinked nvcc (e.g. /usr/local/bin) makes it miss lib64/libcudart
+if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export CUDA_HOME=/usr/local/cuda
+fi
+export M2F_DEFORM_ATTN_BUILD_DIR="${M2F_DEFORM_ATTN_BUILD_DIR:-$OUT_DIR/kernel_cache}"
+
+# run_step NAME LIMIT_S COMMAND...: runs with a timeout capped by the remaining budget, logs to OUT_DIR/NAME.log
+run_step() {
+  local name=$1 limit=$2
+  shift 2
+  local remaining=$((TOTAL_BUDGET_S - SECONDS))
+  if [ "$remaining" -lt 10 ]; then
+    printf '%s\t%s\t%s\t%s\n' "$name" "skipped_no_time" 0 "" >>"$STEPS_FILE"
+    echo "[gpu_check] $name: skipped (time budget spent)"
+    return 0
+  fi
+  [ "$limit" -gt "$remaining" ] && limit=$remaining
+  local log="$OUT_DIR/$name.log" start=$SECONDS rc
+  echo "[gpu_check] $name (limit ${limit}s) ..."
+  timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1
+  rc=$?
+  local status=ok
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status=timeout; elif [ "$rc" -ne 0 ]; then status=failed; fi
+  printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$((SECONDS - start))" "$rc" >>"$STEPS_FILE"
+  echo "[gpu_check] $name: $status (rc=$rc, $((SECONDS - start))s, log $log)"
+  tail -n 5 "$log"
+  return 0
+}
+
+run_step environment 60 bash -c "nvidia-smi; command -v nvcc && nvcc --version; command -v ninja; \
+  $PYTHON -c 'import torch, sys; print(sys.version); print(torch.__version__, torch.version.cuda, \
+  torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)'"
+run_step build 240 "$PYTHON" -m m2f_hf.ops --verbose
+run_step tests 150 "$PYTHON" -m pytest -m cuda tests/ops -q -rs -p no:cacheprovider --junitxml="$OUT_DIR/tests.xml"
+run_step benchmark 150 "$PYTHON" benchmarks/bench_deform_attn.py --quick
+grep '^{' "$OUT_DIR/benchmark.log" >"$OUT_DIR/benchmark.jsonl" 2>/dev/null
+
+"$PYTHON" - "$OUT_DIR" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+steps = {}
+for line in (out / "steps.tsv").read_text().splitlines():
+    name, status, seconds, rc = line.split("\t")
+    steps[name] = {"status": status, "seconds": int(seconds), "rc": int(rc) if rc else None, "log": f"{name}.log"}
+summary = {"steps": steps, "ok": all(s["status"] == "ok" for s in steps.values())}
+build_log = out / "build.log"
+if build_log.exists():
+    lines = [l for l in build_log.read_text(errors="replace").splitlines() if l.startswith("{")]
+    summary["build"] = json.loads(lines[-1]) if lines else None
+tests_xml = out / "tests.xml"
+if tests_xml.exists():
+    import xml.etree.ElementTree as ET
+    suite = ET.parse(tests_xml).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    summary["tests"] = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+bench = out / "benchmark.jsonl"
+if bench.exists():
+    rows = [json.loads(l) for l in bench.read_text().splitlines() if l.strip()]
+    summary["benchmark"] = rows[-1] if rows else None
+(out / "summary.json").write_text(json.dumps(summary, indent=2))
+print(json.dumps({"ok": summary["ok"], "steps": {k: v["status"] for k, v in steps.items()}}))
+PY
+echo "[gpu_check] summary: $OUT_DIR/summary.json (total ${SECONDS}s)"
