@@ -212,7 +212,10 @@ class MaskedAttentionDecoder(nn.Module):
         Returns `(batch, Q, H/4, W/4)` logits and a boolean `(batch, 1, Q, h*w)` mask, True where attention is allowed.
         """
         embeddings = self.mask_embed(queries)  # (B, Q, mask_dim)
-        masks = torch.einsum("bqc,bchw->bqhw", embeddings, mask_features)
+        batch, channels, height, width = mask_features.shape
+        # (B, Q, C) @ (B, C, H*W) -> (B, Q, H*W); a plain bmm avoids the copy einsum makes of its output
+        masks = torch.bmm(embeddings, mask_features.reshape(batch, channels, height * width))
+        masks = masks.view(batch, -1, height, width)
         if attention_size is None:
             return masks, None
         resized = F.interpolate(masks, size=attention_size, mode="bilinear", align_corners=False)

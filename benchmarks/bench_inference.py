@@ -1,0 +1,167 @@
+"""Inference speed and peak memory: m2f_hf vs transformers' Mask2Former on the same converted random weights.
+
+    python benchmarks/bench_inference.py [--backbone resnet50|swin_tiny] [--height 512 --width 512] [--batch 1]
+                                         [--repeats 7] [--threads N]
+
+Both models run in one process, interleaved, on the same input; the median of `--repeats` timed runs after a warm-up
+is reported, with the time spent in the backbone, the pixel decoder and the transformer decoder (forward hooks).
+Peak memory is measured in a fresh subprocess per model (resident-set size sampled during one forward, minus the
+resident size before it). Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import torch
+
+
+def build_pair(backbone: str, seed: int = 0):
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig, SwinConfig
+
+    from m2f_hf import M2FForUniversalSegmentation
+    from m2f_hf.convert import config_from_transformers, state_dict_from_transformers
+
+    stages = ["stage1", "stage2", "stage3", "stage4"]
+    if backbone == "resnet50":
+        backbone_config = ResNetConfig(out_features=stages)
+    elif backbone == "swin_tiny":
+        backbone_config = SwinConfig(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], out_features=stages)
+    else:
+        raise ValueError(f"--backbone {backbone!r}: expected resnet50 or swin_tiny")
+    torch.manual_seed(seed)
+    config = Mask2FormerConfig(backbone_config=backbone_config, num_labels=133)
+    reference = Mask2FormerForUniversalSegmentation(config).eval()
+    ours = M2FForUniversalSegmentation(config_from_transformers(config)).eval()
+    ours.load_state_dict(state_dict_from_transformers(reference.state_dict()), strict=True)
+    return ours, reference
+
+
+class StageTimer:
+    """Accumulates wall time of named submodules through forward hooks."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module]):
+        self.times = {name: 0.0 for name in modules}
+        self._start = {}
+        for name, module in modules.items():
+            module.register_forward_pre_hook(lambda m, a, name=name: self._start.__setitem__(name, time.perf_counter()))
+            module.register_forward_hook(lambda m, a, o, name=name: self._stop(name))
+
+    def _stop(self, name):
+        self.times[name] += time.perf_counter() - self._start[name]
+
+    def reset(self):
+        self.times = dict.fromkeys(self.times, 0.0)
+
+
+def stages_of(model, which: str) -> dict[str, torch.nn.Module]:
+    if which == "ours":
+        return {
+            "backbone": model.model.backbone,
+            "pixel_decoder": model.model.pixel_decoder,
+            "transformer_decoder": model.model.transformer_decoder,
+        }
+    return {
+        "backbone": model.model.pixel_level_module.encoder,
+        "pixel_decoder": model.model.pixel_level_module.decoder,
+        "transformer_decoder": model.model.transformer_module,
+    }
+
+
+def peak_rss_of_forward(which: str, args) -> float:
+    """Run in a subprocess: MiB of resident memory above the pre-forward level during one forward."""
+    code = f"""
+import sys, threading, time, torch
+sys.path.insert(0, {repr(sys.path[0])})
+from bench_inference import build_pair
+torch.set_num_threads({args.threads})
+ours, reference = build_pair({args.backbone!r})
+model = ours if {which!r} == "ours" else reference
+del ours, reference
+import gc; gc.collect()
+x = torch.randn({args.batch}, 3, {args.height}, {args.width})
+with torch.no_grad():
+    model(x)  # warm-up, so one-off allocations are not counted
+gc.collect()
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+base = rss(); peak = [base]; done = [False]
+def sample():
+    while not done[0]:
+        peak[0] = max(peak[0], rss()); time.sleep(0.0005)
+t = threading.Thread(target=sample); t.start()
+with torch.no_grad():
+    model(x)
+done[0] = True; t.join()
+print(peak[0] - base)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="resnet50", choices=["resnet50", "swin_tiny"])
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    ours, reference = build_pair(args.backbone)
+    timers = {"ours": StageTimer(stages_of(ours, "ours")), "transformers": StageTimer(stages_of(reference, "ref"))}
+    models = {"ours": ours, "transformers": reference}
+    pixel_values = torch.randn(args.batch, 3, args.height, args.width)
+    totals = {name: [] for name in models}
+    stage_runs = {name: [] for name in models}
+    with torch.no_grad():
+        for model in models.values():  # warm-up
+            model(pixel_values)
+        for _ in range(args.repeats):
+            for name, model in models.items():  # interleaved
+                timers[name].reset()
+                start = time.perf_counter()
+                out = model(pixel_values)
+                totals[name].append(time.perf_counter() - start)
+                stage_runs[name].append(dict(timers[name].times))
+        diff = (ours(pixel_values).masks_queries_logits - reference(pixel_values).masks_queries_logits).abs().max()
+
+    def median_stages(name):
+        return {k: statistics.median(run[k] for run in stage_runs[name]) for k in stage_runs[name][0]}
+
+    result = {
+        "benchmark": "inference",
+        "backbone": args.backbone,
+        "input": [args.batch, 3, args.height, args.width],
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "ours_s": statistics.median(totals["ours"]),
+        "transformers_s": statistics.median(totals["transformers"]),
+        "ours_stages_s": median_stages("ours"),
+        "transformers_stages_s": median_stages("transformers"),
+        "max_abs_mask_logit_diff": diff.item(),
+    }
+    result["speedup"] = result["transformers_s"] / result["ours_s"]
+    result["stage_speedup"] = {
+        k: result["transformers_stages_s"][k] / result["ours_stages_s"][k] for k in result["ours_stages_s"]
+    }
+    if not args.no_memory:
+        result["ours_peak_forward_mib"] = peak_rss_of_forward("ours", args)
+        result["transformers_peak_forward_mib"] = peak_rss_of_forward("transformers", args)
+        result["memory_ratio"] = result["ours_peak_forward_mib"] / result["transformers_peak_forward_mib"]
+    del out
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
