@@ -8,6 +8,7 @@ ours that no checkpoint key fills, is an error (nothing is dropped silently). Th
 * Detectron2's ResNet uses FrozenBatchNorm2d (weight, bias, running mean and variance, eps 1e-5, no counter), which
   is exactly an inference-mode `nn.BatchNorm2d` with eps 1e-5: its `num_batches_tracked` counters, absent from
   FrozenBN checkpoints, are set to 0 (the SyncBN checkpoints carry theirs, which are kept);
+* transformers' SwinBackbone carries a final LayerNorm it never applies; it is set to the identity;
 * buffers the original stores but we recompute (Swin's `relative_position_index`, the loss's `empty_weight`) are
   checked against what our model computes rather than copied, so a checkpoint that disagrees is refused.
 
@@ -330,6 +331,9 @@ _RELATIVE_INDEX_RE = re.compile(r"backbone\.layers\.\d+\.blocks\.\d+\.attn\.rela
 _EMPTY_WEIGHT = "criterion.empty_weight"
 _PIXEL_STATS = ("pixel_mean", "pixel_std")  # non-persistent in the original, but accepted and checked if present
 _COUNTER_SUFFIX = ".num_batches_tracked"
+# transformers' SwinBackbone holds SwinModel's final LayerNorm but never applies it (each stage goes through
+# `hidden_states_norms` instead); the original has no such norm, so it is set to the identity (ones, zeros).
+_DEAD_TARGET_RE = re.compile(re.escape(_B) + r"swin\.layernorm\.(weight|bias)")
 
 
 def _rules_for(config: M2FConfig) -> list[_Rule]:
@@ -478,7 +482,10 @@ def state_dict_from_detectron2(
     for key in [k for k in missing if k.endswith(_COUNTER_SUFFIX)]:
         # FrozenBN keeps no counter; it is unused at inference and in eval-mode fine-tuning.
         converted[key] = torch.zeros((), dtype=torch.int64)
-    missing = [k for k in missing if not k.endswith(_COUNTER_SUFFIX)]
+    for key in [k for k in missing if _DEAD_TARGET_RE.fullmatch(k)]:
+        shape, dtype = expected[key]
+        converted[key] = (torch.ones if key.endswith("weight") else torch.zeros)(shape, dtype=dtype)
+    missing = [k for k in missing if not k.endswith(_COUNTER_SUFFIX) and not _DEAD_TARGET_RE.fullmatch(k)]
     if unused or missing:
         message = []
         if unused:
@@ -505,7 +512,7 @@ def state_dict_to_detectron2(
     packed: dict[str, dict[str, np.ndarray]] = {}
     unused = []
     for key, tensor in state_dict.items():
-        if key.endswith(_COUNTER_SUFFIX) and not include_bn_counters:
+        if (key.endswith(_COUNTER_SUFFIX) and not include_bn_counters) or _DEAD_TARGET_RE.fullmatch(key):
             continue
         for rule in rules:
             found = rule.backward(key, num_fpn)
@@ -639,13 +646,17 @@ def convert_checkpoint(
     dst: str | Path,
     *,
     write_card: bool = True,
+    config: M2FConfig | None = None,
 ) -> Path:
     """Convert an original `.pkl` of the model zoo entry `config_name` into a `from_pretrained` folder `dst`:
-    `model.safetensors`, `config.json` (with `id2label`), `preprocessor_config.json` and `README.md`."""
+    `model.safetensors`, `config.json` (with `id2label`), `preprocessor_config.json` and `README.md`.
+
+    `config` overrides the model config the entry implies (tests use it to convert toy-sized checkpoints).
+    """
     from ..modeling_m2f import M2FForUniversalSegmentation
 
     entry = get_zoo_entry(config_name)
-    config = config_from_zoo(entry)
+    config = config if config is not None else config_from_zoo(entry)
     weights = load_detectron2_checkpoint(checkpoint)
     state_dict = state_dict_from_detectron2(weights, config, pixel_mean=entry.pixel_mean, pixel_std=entry.pixel_std)
     model = M2FForUniversalSegmentation(config)
