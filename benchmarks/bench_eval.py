@@ -15,6 +15,7 @@ import json
 import platform
 import time
 
+import numpy as np
 import torch
 
 from m2f_hf.evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
@@ -214,7 +215,13 @@ def bench_ap(args, predictions, references, id2label, thing_ids) -> dict:
         return evaluator.evaluate()["AP"]
 
     def theirs():
-        metric = MeanAveragePrecision(iou_type="segm", backend="pycocotools")
+        # COCOeval's float64 thresholds (torchmetrics' float32 defaults shift recall sampling slightly).
+        metric = MeanAveragePrecision(
+            iou_type="segm",
+            backend="pycocotools",
+            iou_thresholds=np.linspace(0.5, 0.95, 10).tolist(),
+            rec_thresholds=np.linspace(0.0, 1.0, 101).tolist(),
+        )
         for pred_batch, ref_batch in zip(tm_preds, tm_refs):
             metric.update(pred_batch, ref_batch)
         return 100.0 * metric.compute()["map"].item()

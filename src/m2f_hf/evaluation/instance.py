@@ -59,9 +59,32 @@ def _encode_transposed(masks_nwh: torch.Tensor) -> list[dict[str, Any]]:
 
 
 def _encode_compact(compact: torch.Tensor, indices: torch.Tensor) -> list[dict[str, Any]]:
-    """RLE of the masks ``compact == index`` for each index, from a `(H, W)` compact map."""
-    compact_t = compact.t().contiguous()  # (W, H)
-    return _encode_transposed(compact_t[None] == indices[:, None, None])  # (num_masks, W, H)
+    """RLE of the masks ``compact == index`` for each index, read straight from a `(H, W)` index map.
+
+    COCO RLE lists alternating background / foreground run lengths in column-major order. The runs of every value
+    come out of one pass over the map (where consecutive pixels differ), so no per-segment binary mask is built.
+    """
+    height, width = compact.shape
+    flat = np.ravel(compact.numpy(), order="F")  # column-major, as COCO RLE reads pixels
+    boundaries = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [flat.size]])
+    run_values = flat[starts]
+    order = np.argsort(run_values, kind="stable")  # runs grouped by value, each group in pixel order
+    sorted_values = run_values[order]
+    encoded = []
+    for index in indices.tolist():
+        low, high = np.searchsorted(sorted_values, [index, index + 1])
+        run_starts, run_ends = starts[order[low:high]], ends[order[low:high]]
+        previous_ends = np.concatenate([[0], run_ends[:-1]])
+        counts = np.stack([run_starts - previous_ends, run_ends - run_starts], axis=1).reshape(-1)
+        trailing = flat.size - (run_ends[-1] if high > low else 0)
+        if trailing > 0:
+            counts = np.append(counts, trailing)
+        rle = mask_utils.frPyObjects({"counts": counts.tolist(), "size": [height, width]}, height, width)
+        rle["counts"] = rle["counts"].decode("ascii")
+        encoded.append(rle)
+    return encoded
 
 
 def _areas(rles: list[dict[str, Any]]) -> list[float]:
