@@ -300,7 +300,14 @@ class M2FImageProcessor(BaseImageProcessor):
         for index, image in enumerate(image_list):
             groups[(tuple(image.shape), image.dtype)].append(index)
         for indices in groups.values():
-            stacked = torch.stack([image_list[i] for i in indices])  # (group, 3, H, W)
+            # stacked as (group, H, W, 3) and viewed as (group, 3, H, W): channels-last memory, which torch's
+            # antialiased uint8 resize needs anyway (it would otherwise convert)
+            hwc = [image_list[i].permute(1, 2, 0) for i in indices]
+            if hwc[0].device.type == "cpu" and hwc[0].dtype != torch.bfloat16:
+                # numpy's single-threaded copy; torch's threaded copy of small uint8 tensors is slow on busy CPUs
+                stacked = torch.from_numpy(np.stack([image.numpy() for image in hwc])).permute(0, 3, 1, 2)
+            else:
+                stacked = torch.stack(hwc).permute(0, 3, 1, 2)
             new_h, new_w = new_sizes[indices[0]]
             stacked = resize_batch(stacked, (new_h, new_w), resample)
             stacked = rescale_and_normalize(

@@ -121,7 +121,8 @@ def to_chw_tensor(image, argument: str = "images") -> torch.Tensor:
         tensor = tensor[:3]
     elif channels != 3:  # pragma: no cover - excluded above
         raise ValueError(f"`{argument}` must have 1, 3 or 4 channels; got {_describe(image)}.")
-    return tensor.contiguous()
+    # keep an (H, W, C) memory layout if the input had one: torch's uint8 antialiased resize works channels-last
+    return tensor
 
 
 def resized_hw(height: int, width: int, size: dict, size_divisor: int = 0, stretch_to_divisor: bool = False):
@@ -216,7 +217,8 @@ def rescale_and_normalize(
     image_std: Sequence[float],
 ) -> torch.Tensor:
     """Float32 `(x * rescale_factor - mean) / std`, with the same fused arithmetic as transformers' processor."""
-    images = images.to(torch.float32)
+    copied = images.dtype != torch.float32
+    images = images.to(torch.float32, memory_format=torch.contiguous_format)
     if do_normalize:
         mean = torch.tensor(image_mean, dtype=torch.float32, device=images.device)
         std = torch.tensor(image_std, dtype=torch.float32, device=images.device)
@@ -224,6 +226,8 @@ def rescale_and_normalize(
             # (x * r - m) / s == (x - m / r) / (s / r): one pass over the pixels instead of two
             mean = mean * (1.0 / rescale_factor)
             std = std * (1.0 / rescale_factor)
+        if copied:  # a fresh tensor: normalise in place, without two more full-size temporaries
+            return images.sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
         return (images - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
     if do_rescale:
         return images * rescale_factor
