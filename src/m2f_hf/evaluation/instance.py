@@ -258,8 +258,8 @@ class InstanceEvaluator(Evaluator):
                     rle = mask_utils.frPyObjects(dict(rle), height, width)
                 rles.append(rle)
             return rles, table
-        # transformers' `convert_segmentation_to_rle`: one run list per distinct value of the id map, sorted, so
-        # the background (-1) run list comes first when the map has background pixels.
+        # transformers-style run lists (`binary_mask_to_rle`): one per segment in segments_info order, which is also
+        # the order of ids in transformers' `convert_segmentation_to_rle`, where a background (-1) list comes first.
         masks = torch.stack([decode_transformers_rle(runs, height, width) for runs in segmentation])
         if len(segmentation) == len(segments_info) + 1:
             masks = masks[1:]
@@ -268,8 +268,6 @@ class InstanceEvaluator(Evaluator):
                 f"`{name}['segmentation']` has {len(segmentation)} run lists for {len(segments_info)} segments; "
                 "expected one per segment (plus one for background). Pass `return_binary_maps=True` instead."
             )
-        order = np.argsort(table.ids.numpy(), kind="stable")  # run lists follow ascending segment ids
-        table = SegmentTable(table.ids[order], table.labels[order], table.iscrowd[order], table.scores[order])
         return encode_masks(masks), table
 
     def evaluate(self) -> dict[str, Any]:
