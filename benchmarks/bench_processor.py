@@ -4,7 +4,7 @@ Pre-processing: 8 images of 480x640 (uint8) resized to shortest edge 512. Post-p
 100 queries, 133 classes, masks of 128x128, results at 480x640. Both processors get the same inputs and their
 default thresholds. Prints JSON (median milliseconds over `--repeats` runs after one warm-up).
 
-    python benchmarks/bench_processor.py [--repeats 10] [--output results.json]
+    python benchmarks/bench_processor.py [--repeats 10] [--threads N] [--output results.json]
 """
 
 from __future__ import annotations
@@ -54,7 +54,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--output", type=str, default=None, help="also write the JSON to this file")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     size = {"shortest_edge": SHORTEST_EDGE, "longest_edge": LONGEST_EDGE}
     theirs = Mask2FormerImageProcessor(size=size)
