@@ -88,6 +88,14 @@ def main() -> None:
             ),
         }
         results["post_process_per_image"][task] = entry
+    # opt-in approximation (class scores combined at mask resolution), not the original's numbers
+    results["post_process_per_image"]["semantic_exact_false"] = {
+        "transformers_ms": results["post_process_per_image"]["semantic"]["transformers_ms"],
+        "m2f_hf_ms": _median_ms(
+            lambda: ours_post.post_process_semantic_segmentation(outputs, target_sizes=target_sizes, exact=False),
+            args.repeats,
+        ),
+    }
     for entry in [results["preprocess_8_images"], *results["post_process_per_image"].values()]:
         entry["speedup"] = round(entry["transformers_ms"] / entry["m2f_hf_ms"], 2)
         entry["transformers_ms"] = round(entry["transformers_ms"], 2)

@@ -4,6 +4,7 @@ Importing the package registers the config, the models and the image processor w
 """
 
 from .configuration_m2f import M2FConfig
+from .image_processing_m2f import M2FImageProcessor
 from .modeling_m2f import (
     M2FForUniversalSegmentation,
     M2FForUniversalSegmentationOutput,
@@ -18,6 +19,7 @@ __all__ = [
     "M2FConfig",
     "M2FForUniversalSegmentation",
     "M2FForUniversalSegmentationOutput",
+    "M2FImageProcessor",
     "M2FModel",
     "M2FModelOutput",
     "M2FPreTrainedModel",
@@ -25,11 +27,19 @@ __all__ = [
 
 
 def _register_auto_classes() -> None:
-    from transformers import AutoConfig, AutoModel, AutoModelForUniversalSegmentation
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForUniversalSegmentation
+
+    from .processing.pipeline import register_image_segmentation_pipeline
 
     AutoConfig.register(M2FConfig.model_type, M2FConfig, exist_ok=True)
     AutoModel.register(M2FConfig, M2FModel, exist_ok=True)
     AutoModelForUniversalSegmentation.register(M2FConfig, M2FForUniversalSegmentation, exist_ok=True)
+    # transformers 5 looks up the "torchvision" (fast) slot first; ours serves both.
+    AutoImageProcessor.register(
+        M2FConfig, image_processor_classes={"torchvision": M2FImageProcessor, "pil": M2FImageProcessor}, exist_ok=True
+    )
+    # pipeline("image-segmentation") loads through AutoModelForImageSegmentation and needs our batching-safe class.
+    register_image_segmentation_pipeline()
 
 
 _register_auto_classes()
