@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import ID2LABEL, THING_IDS, random_panoptic_pair
+from evaluation_data import ID2LABEL, THING_IDS, random_panoptic_pair
 from pycocotools import mask as mask_utils
 
 from m2f_hf.evaluation import InstanceEvaluator, panoptic_to_instance

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import ID2LABEL, THING_IDS, random_panoptic_pair
+from evaluation_data import ID2LABEL, THING_IDS, random_panoptic_pair
 
 from m2f_hf.evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator, metric_path
 

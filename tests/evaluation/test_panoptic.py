@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ID2LABEL, STUFF_IDS, THING_IDS, random_panoptic_pair
+from evaluation_data import ID2LABEL, STUFF_IDS, THING_IDS, random_panoptic_pair
 
 from m2f_hf.evaluation import PanopticEvaluator
 
@@ -116,7 +116,8 @@ def test_reference_ids_absent_from_segments_info_are_void():
     assert results["PQ"] == 100.0 and "car" not in results["per_class"]
 
 
-def test_batches_merge_and_state_dict_round_trip(generator):
+def test_batches_merge_and_state_dict_round_trip():
+    generator = torch.Generator().manual_seed(0)
     pairs = [random_panoptic_pair(generator, crowd=True, prediction_void=True) for _ in range(6)]
     predictions, references = zip(*pairs)
     whole = PanopticEvaluator(ID2LABEL, THING_IDS)
@@ -185,7 +186,8 @@ def torchmetrics_pq(predictions, references):
     return metric.compute()  # (1, classes, 3): things then stuffs, each sorted
 
 
-def test_random_cases_agree_with_torchmetrics(generator):
+def test_random_cases_agree_with_torchmetrics():
+    generator = torch.Generator().manual_seed(0)
     pytest.importorskip("torchmetrics")
     pairs = [random_panoptic_pair(generator) for _ in range(24)]
     predictions, references = zip(*pairs)

@@ -1,8 +1,7 @@
-"""Random panoptic data shared by the evaluation tests."""
+"""Random panoptic data shared by the evaluation tests (a plain module: `conftest` names clash across test folders)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 THING_IDS = [1, 2, 3]
@@ -66,8 +65,3 @@ def random_panoptic_pair(
         ],
     }
     return prediction, reference
-
-
-@pytest.fixture
-def generator() -> torch.Generator:
-    return torch.Generator().manual_seed(0)
