@@ -196,7 +196,14 @@ class FormatAdapter:
 
     def __call__(self, row: Mapping[str, Any], where: str) -> Sample:
         """Decode `row`; `where` names it in errors (e.g. "train sample 12")."""
-        image = to_chw_tensor(_as_array(row[self.image_column], f"{where}: column {self.image_column!r}"), where)
+        image = _as_array(row[self.image_column], f"{where}: column {self.image_column!r}")
+        if np.issubdtype(image.dtype, np.integer) and image.dtype != np.uint8:
+            if image.size and (image.min() < 0 or image.max() > 255):
+                raise DataError(
+                    f"{where}: integer image values must lie in [0, 255], got {image.min()}..{image.max()}."
+                )
+            image = image.astype(np.uint8)  # e.g. an image stored as nested lists
+        image = to_chw_tensor(image, where)
         if image.dtype != torch.uint8:
             image = image.clamp(0, 255).round().to(torch.uint8)
         label = _as_array(row[self.label_column], f"{where}: column {self.label_column!r}")
