@@ -86,6 +86,17 @@ def _check_toolchain() -> str | None:
     return None
 
 
+def _toolkit_hint() -> str:
+    from torch.utils import cpp_extension
+
+    home = Path(cpp_extension.CUDA_HOME or "")
+    hint = f"toolkit used: CUDA_HOME={cpp_extension.CUDA_HOME}"
+    # torch guesses CUDA_HOME from `which nvcc`; a wrapper or symlink outside the toolkit yields a root without libs
+    if not any(home.glob("lib*/libcudart.so*")) and not any(home.glob("targets/*/lib/libcudart.so*")):
+        hint += " has no lib64/libcudart.so, set CUDA_HOME to the toolkit root, e.g. /usr/local/cuda"
+    return hint
+
+
 def _compile(build_dir: Path, verbose: bool) -> ModuleType:
     from torch.utils import cpp_extension
 
@@ -122,12 +133,7 @@ def load_kernel(*, verbose: bool = False) -> ModuleType:
                 return _kernel
             except BUILD_EXCEPTIONS as error:
                 first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                from torch.utils import cpp_extension
-
-                reason = (
-                    f"building in {build_dir} failed ({type(error).__name__}: {first_line}; "
-                    f"toolkit used: CUDA_HOME={cpp_extension.CUDA_HOME})"
-                )
+                reason = f"building in {build_dir} failed ({type(error).__name__}: {first_line}; {_toolkit_hint()})"
         _failure = KernelUnavailableError(
             f"m2f_hf multi-scale deformable attention CUDA kernel unavailable: {reason}. "
             "Build it with `python -m m2f_hf.ops --verbose` to see the full log (docs/kernel.md)."
