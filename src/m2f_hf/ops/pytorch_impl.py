@@ -147,10 +147,11 @@ def ms_deform_attn_backward(
     # grad_value: scatter grad * corner weight into the sampled rows, one column of corners at a time so the
     # temporary stays (rows, head_dim) instead of (rows * levels * points * 4, head_dim)
     grad_value = torch.zeros_like(value_rows)
-    rows_by_corner = plan.rows.view(num_rows, -1)  # (rows, 4 * levels * points)
-    weights_by_corner = corner_weights.view(num_rows, -1)
-    for corner in range(rows_by_corner.shape[1]):
-        grad_value.index_add_(0, rows_by_corner[:, corner], grad * weights_by_corner[:, corner, None])
+    # transposed once so each corner's indices and weights are contiguous: (4 * levels * points, rows)
+    rows_by_corner = plan.rows.view(num_rows, -1).t().contiguous()
+    weights_by_corner = corner_weights.view(num_rows, -1).t().contiguous()
+    for corner in range(rows_by_corner.shape[0]):
+        grad_value.index_add_(0, rows_by_corner[corner], grad * weights_by_corner[corner].unsqueeze(1))
 
     # <grad, value[corner]> for every corner, without materialising the gathered values
     bag_of_sample = torch.arange(num_rows, device=value.device).repeat_interleave(4 * num_samples)
