@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -117,6 +118,9 @@ def main() -> None:
             "points": args.points,
         },
         "threads": torch.get_num_threads(),
+        # other processes on a small machine distort multi-threaded timings (OpenMP barriers), so record the load
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "torch": torch.__version__,
         "repeats": args.repeats,
         "max_abs_diff_vs_transformers": max_abs_diff,
