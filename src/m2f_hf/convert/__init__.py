@@ -39,6 +39,7 @@ __all__ = [
     "get_zoo_entry",
     "load_detectron2_checkpoint",
     "state_dict_from_detectron2",
+    "state_dict_from_transformers",
     "state_dict_to_detectron2",
     "state_dict_to_transformers",
 ]
