@@ -169,9 +169,15 @@ def load_model(args, label_set, log):
 
 
 def load_processor(args, label_set):
-    try:
-        processor = M2FImageProcessor.from_pretrained(args.model_name_or_path)
-    except (OSError, ValueError):
+    processor = None
+    # A config JSON holds model settings, not processor ones: from_pretrained would read it as a processor with
+    # the default 800-pixel size (and every model key as an attribute), so a new model gets a new processor.
+    if not args.model_name_or_path.endswith(".json"):
+        try:
+            processor = M2FImageProcessor.from_pretrained(args.model_name_or_path)
+        except (OSError, ValueError):
+            pass
+    if processor is None:
         eval_size = args.eval_size or min(args.crop_size)
         processor = M2FImageProcessor(size={"shortest_edge": eval_size}, ignore_index=args.ignore_index)
     processor.num_labels = len(label_set.names)
