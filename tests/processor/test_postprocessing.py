@@ -254,3 +254,18 @@ def test_post_processing_errors():
         processor.post_process_instance_segmentation(outputs, return_coco_annotation=True, return_binary_maps=True)
     with pytest.raises(ValueError, match="masks_queries_logits"):
         processor.post_process_panoptic_segmentation(SimpleNamespace(class_queries_logits=torch.zeros(1, 2, 3)))
+
+
+def test_semantic_blockwise_class_map_equals_argmax_of_full_scores():
+    """The exact path computes the class map block by block; it must equal the argmax of the full score tensor."""
+    processor = _processor()
+    generator = torch.Generator().manual_seed(3)
+    class_logits = torch.randn(1, 12, NUM_CLASSES + 1, generator=generator) * 3
+    mask_logits = torch.randn(1, 12, 40, 48, generator=generator) * 6  # 160x192 input -> 100x120 output
+    outputs = SimpleNamespace(class_queries_logits=class_logits, masks_queries_logits=mask_logits)
+    labels = processor.post_process_semantic_segmentation(outputs, target_sizes=[(100, 120)])[0]
+    scored = processor.post_process_semantic_segmentation(
+        outputs, target_sizes=[(100, 120)], return_segmentation_scores=True
+    )[0]
+    assert labels.shape == (100, 120)
+    assert torch.equal(labels, scored["segmentation_scores"].argmax(0))

@@ -114,6 +114,10 @@ def upsample_crop_resize(maps: torch.Tensor, geometry: ImageGeometry) -> torch.T
     return x[0]
 
 
+# pixels per block of the exact semantic path (about 2 MB of class scores for 133 classes)
+_SEMANTIC_BLOCK = 4096
+
+
 def semantic_inference(
     class_logits: torch.Tensor, mask_logits: torch.Tensor, geometry: ImageGeometry, *, exact: bool, with_scores: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -126,9 +130,19 @@ def semantic_inference(
     """
     class_probs = class_logits.softmax(-1)[:, :-1]  # (queries, classes); the last class is "no object"
     if exact:
-        mask_probs = upsample_crop_resize(mask_logits, geometry).sigmoid()  # (queries, H, W)
-        scores = torch.einsum("qc,qhw->chw", class_probs, mask_probs)
-        return scores.argmax(0), (scores if with_scores else None)
+        mask_logits = upsample_crop_resize(mask_logits, geometry)  # (queries, H, W)
+        if with_scores:
+            scores = torch.einsum("qc,qhw->chw", class_probs, mask_logits.sigmoid())
+            return scores.argmax(0), scores
+        # Only the class map is wanted: sigmoid, class scores and argmax one block of pixels at a time, so the
+        # (classes, H * W) score tensor never leaves the cache (same arithmetic, same result as the full product).
+        flat = mask_logits.reshape(mask_logits.shape[0], -1)  # (queries, H * W)
+        by_class = class_probs.t().contiguous()  # (classes, queries)
+        labels = torch.empty(flat.shape[1], dtype=torch.int64, device=flat.device)
+        for start in range(0, flat.shape[1], _SEMANTIC_BLOCK):
+            block = flat[:, start : start + _SEMANTIC_BLOCK].sigmoid()
+            labels[start : start + _SEMANTIC_BLOCK] = (by_class @ block).argmax(0)
+        return labels.view(mask_logits.shape[-2:]), None
     low_res = torch.einsum("qc,qhw->chw", class_probs, mask_logits.sigmoid())  # (classes, h, w)
     if with_scores:
         scores = upsample_crop_resize(low_res, geometry)
