@@ -57,8 +57,15 @@ class MultiScaleDeformableAttention(nn.Module):
         num_keys = value_input.shape[1]
         heads, levels, points = self.num_heads, self.num_levels, self.num_points
         value = self.value_proj(value_input).view(batch, num_keys, heads, self.embed_dim // heads)
-        offsets = self.sampling_offsets(query).view(batch, num_queries, heads, levels, points, 2)
-        weights = self.attention_weights(query).view(batch, num_queries, heads, levels * points)
+        # Offsets and attention logits read the same query: one matrix product instead of two.
+        num_offsets = self.sampling_offsets.out_features
+        projected = F.linear(
+            query,
+            torch.cat((self.sampling_offsets.weight, self.attention_weights.weight)),
+            torch.cat((self.sampling_offsets.bias, self.attention_weights.bias)),
+        )
+        offsets = projected[..., :num_offsets].reshape(batch, num_queries, heads, levels, points, 2)
+        weights = projected[..., num_offsets:].reshape(batch, num_queries, heads, levels * points)
         weights = weights.softmax(-1).view(batch, num_queries, heads, levels, points)
         # Offsets are in pixels of each level: normalise by (width, height).
         normalizer = spatial_shapes.flip(-1).to(offsets.dtype)  # (num_levels, 2) as (width, height)
