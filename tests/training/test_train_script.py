@@ -67,7 +67,12 @@ def test_launched_training_learns_saves_and_resumes(panoptic_dir, tiny_config_fi
     model = M2FForUniversalSegmentation.from_pretrained(str(full))
     assert list(model.config.id2label.values()) == ["circle", "square", "triangle", "grass", "water", "sand"]
     assert model.class_predictor.out_features == 7
-    M2FImageProcessor.from_pretrained(str(full))
+    processor = M2FImageProcessor.from_pretrained(str(full))
+    # Trained from a config JSON: the processor is a fresh one at the evaluation size (the crop size here), not the
+    # model config read as processor settings (which would give the 800-pixel default and carry model keys).
+    assert processor.size == {"shortest_edge": 64}
+    saved = json.loads((full / "preprocessor_config.json").read_text())
+    assert "hidden_dim" not in saved and "backbone_config" not in saved
 
     # Resuming from the mid-run checkpoint reproduces the uninterrupted run from the next logged step on: the
     # checkpoint restores weights, optimizer, scheduler and RNG, and augmentations are seeded per sample.
