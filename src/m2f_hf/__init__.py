@@ -12,6 +12,7 @@ from .modeling_m2f import (
     M2FModelOutput,
     M2FPreTrainedModel,
 )
+from .resources import default_model_path, example_images
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,8 @@ __all__ = [
     "M2FModel",
     "M2FModelOutput",
     "M2FPreTrainedModel",
+    "default_model_path",
+    "example_images",
 ]
 
 
