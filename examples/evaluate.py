@@ -29,7 +29,6 @@ from tqdm.auto import tqdm
 
 from m2f_hf import M2FForUniversalSegmentation
 from m2f_hf.data import (
-    DEFAULT_COLUMNS,
     Collator,
     FormatAdapter,
     ResizeShortestEdge,
@@ -168,20 +167,12 @@ def main(argv: list[str] | None = None) -> dict:
     thing_ids = list(label_set.thing_ids)
     stuff_ids = {index for index in id2label if index not in set(thing_ids)}
 
-    columns = dict(DEFAULT_COLUMNS[args.task])
-    for key, value in (
-        ("image", args.image_column_name),
-        ("label", args.label_column_name),
-        ("segments_info", args.segments_info_column_name),
-    ):
-        if value:
-            columns[key] = value
-    adapter = FormatAdapter(
-        task=args.task,
-        label_set=label_set,
-        image_column=columns["image"],
-        label_column=columns["label"],
-        segments_info_column=columns["segments_info"],
+    adapter = FormatAdapter.for_task(
+        args.task,
+        label_set,
+        image_column=args.image_column_name,
+        label_column=args.label_column_name,
+        segments_info_column=args.segments_info_column_name,
         ignore_index=args.ignore_index,
         do_reduce_labels=args.do_reduce_labels,
     )

@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 
 from m2f_hf import M2FConfig, M2FForUniversalSegmentation
 from m2f_hf.data import (
-    DEFAULT_COLUMNS,
     Collator,
     DataError,
     FormatAdapter,
@@ -334,20 +333,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.train_split_name not in splits:
         raise DataError(f"the dataset has no split {args.train_split_name!r} (splits: {list(splits)}).")
     label_set = build_label_set(args, splits, local_dir)
-    columns = dict(DEFAULT_COLUMNS[args.task])
-    for key, value in (
-        ("image", args.image_column_name),
-        ("label", args.label_column_name),
-        ("segments_info", args.segments_info_column_name),
-    ):
-        if value:
-            columns[key] = value
-    adapter = FormatAdapter(
-        task=args.task,
-        label_set=label_set,
-        image_column=columns["image"],
-        label_column=columns["label"],
-        segments_info_column=columns["segments_info"],
+    adapter = FormatAdapter.for_task(
+        args.task,
+        label_set,
+        image_column=args.image_column_name,
+        label_column=args.label_column_name,
+        segments_info_column=args.segments_info_column_name,
         ignore_index=args.ignore_index,
         do_reduce_labels=args.do_reduce_labels,
     )

@@ -179,6 +179,35 @@ class FormatAdapter:
         self.do_reduce_labels = do_reduce_labels
         self._lookup = label_set.lookup()
 
+    @classmethod
+    def for_task(
+        cls,
+        task: str,
+        label_set: LabelSet,
+        *,
+        image_column: str | None = None,
+        label_column: str | None = None,
+        segments_info_column: str | None = None,
+        ignore_index: int = 255,
+        do_reduce_labels: bool = False,
+    ) -> FormatAdapter:
+        """An adapter with the task's default column names (`DEFAULT_COLUMNS`) where a name is not given."""
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
+        columns = dict(DEFAULT_COLUMNS[task])
+        for key, value in (("image", image_column), ("label", label_column), ("segments_info", segments_info_column)):
+            if value:
+                columns[key] = value
+        return cls(
+            task=task,
+            label_set=label_set,
+            image_column=columns["image"],
+            label_column=columns["label"],
+            segments_info_column=columns["segments_info"],
+            ignore_index=ignore_index,
+            do_reduce_labels=do_reduce_labels,
+        )
+
     @property
     def columns(self) -> list[str]:
         columns = [self.image_column, self.label_column]
