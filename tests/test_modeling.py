@@ -355,8 +355,8 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(plain[name], checkpointed[name], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.slow  # reason: inductor compilation of the whole model takes over a minute on 2 CPU cores
 def test_torch_compile_matches_eager():
+    """Inductor compiles the whole tiny model (about 45 s on 2 idle CPU cores, so it stays in the default run)."""
     model = M2FForUniversalSegmentation(tiny_config()).eval()
     pixel_values = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
