@@ -364,3 +364,29 @@ def test_torch_compile_matches_eager():
         compiled = torch.compile(model)(pixel_values)
     assert (eager.masks_queries_logits - compiled.masks_queries_logits).abs().max() <= TOLERANCE
     assert (eager.class_queries_logits - compiled.class_queries_logits).abs().max() <= TOLERANCE
+
+
+def test_convnext_and_single_scale_dinov2_backbones():
+    """ConvNeXt is hierarchical; DINOv2 gives every layer at the patch stride and is resized into a 4-level pyramid."""
+    from transformers import ConvNextConfig, Dinov2Config
+
+    stages = ["stage1", "stage2", "stage3", "stage4"]
+    backbones = {
+        "convnext": ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=stages),
+        "dinov2": Dinov2Config(
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            intermediate_size=64,
+            patch_size=14,
+            image_size=56,
+            out_features=stages,
+        ),
+    }
+    for name, backbone_config in backbones.items():
+        model = M2FForUniversalSegmentation(tiny_config(backbone_config=backbone_config)).eval()
+        assert model.model.backbone.single_scale == (name == "dinov2")
+        with torch.no_grad():
+            output = model(torch.randn(1, 3, 64, 96), output_hidden_states=True)
+        assert [tuple(f.shape[-2:]) for f in output.encoder_hidden_states] == [(16, 24), (8, 12), (4, 6), (2, 3)], name
+        assert output.masks_queries_logits.shape == (1, 6, 16, 24), name

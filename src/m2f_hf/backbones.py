@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .configuration_m2f import M2FConfig
+
+PYRAMID_STRIDES = (4, 8, 16, 32)
 
 
 class TransformersBackbone(nn.Module):
@@ -29,9 +32,23 @@ class TransformersBackbone(nn.Module):
         self.channels = list(self.body.channels)
         strides = getattr(self.body, "_out_feature_strides", None) or getattr(self.body, "strides", None)
         self.strides = list(strides) if isinstance(strides, (list, tuple)) else None
+        # Plain ViTs (DINOv2, ViT) give every selected layer at the one patch stride; hierarchical backbones (ResNet,
+        # ConvNeXt, Swin) describe their stages with `depths`. A single-scale backbone is turned into the pyramid the
+        # pixel decoder expects by resizing its maps to strides 4, 8, 16 and 32 (parameter-free, an adaptation that
+        # is not in the paper, whose backbones are all hierarchical).
+        self.single_scale = hasattr(backbone_config, "patch_size") and not hasattr(backbone_config, "depths")
+        if self.single_scale:
+            self.strides = list(PYRAMID_STRIDES)
 
     def forward(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.body(pixel_values).feature_maps)
+        features = list(self.body(pixel_values).feature_maps)
+        if self.single_scale:
+            height, width = pixel_values.shape[-2:]
+            features = [
+                F.interpolate(f, size=(-(-height // s), -(-width // s)), mode="bilinear", align_corners=False)
+                for f, s in zip(features, PYRAMID_STRIDES)
+            ]
+        return features
 
 
 class TimmBackbone(nn.Module):
