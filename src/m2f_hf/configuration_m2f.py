@@ -141,6 +141,24 @@ class M2FConfig(PretrainedConfig):
     init_std: float = 0.02
     init_xavier_std: float = 1.0
 
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs):
+        """Also reads a transformers-native Mask2Former config (`model_type` "mask2former"), converting its fields."""
+        if config_dict.get("model_type") == "mask2former":
+            from transformers import Mask2FormerConfig
+
+            from .convert.transformers_native import config_from_transformers
+
+            logger.info("converting a transformers-native Mask2Former config to M2FConfig")
+            return_unused = kwargs.pop("return_unused_kwargs", False)
+            source = Mask2FormerConfig.from_dict(config_dict)
+            config = config_from_transformers(source)
+            for key, value in kwargs.items():
+                if hasattr(config, key):
+                    setattr(config, key, value)
+            return (config, {}) if return_unused else config
+        return super().from_dict(config_dict, **kwargs)
+
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self.backbone_config = self._resolve_backbone_config(self.backbone_config, self.timm_backbone)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -126,6 +126,16 @@ def _check_pixel_values(pixel_values: torch.Tensor, num_channels: int, min_size:
         )
 
 
+def _is_transformers_native(name_or_path, kwargs: dict) -> bool:
+    """Whether `name_or_path` holds a transformers `Mask2FormerConfig` (read from its config.json only)."""
+    hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(str(name_or_path), **hub_kwargs)
+    except OSError:
+        return False  # let from_pretrained raise its usual error
+    return config_dict.get("model_type") == "mask2former"
+
+
 class M2FPreTrainedModel(PreTrainedModel):
     config_class = M2FConfig
     config: M2FConfig
@@ -134,6 +144,27 @@ class M2FPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _no_split_modules = ["MaskedAttentionDecoderLayer", "DeformableEncoderLayer"]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Load one of our checkpoints; a transformers-native Mask2Former checkpoint (config `model_type`
+        "mask2former", e.g. `facebook/mask2former-swin-small-coco-instance`) is converted on load instead of being
+        read as if it were ours (its weight names differ, so every weight would be missing)."""
+        if (
+            kwargs.get("config") is None
+            and not model_args
+            and _is_transformers_native(pretrained_model_name_or_path, kwargs)
+        ):
+            from .convert.transformers_native import from_transformers_pretrained
+
+            hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
+            model = from_transformers_pretrained(str(pretrained_model_name_or_path), **hub_kwargs)
+            if cls is M2FModel or (isinstance(cls, type) and issubclass(cls, M2FModel)):
+                return model.model
+            if not isinstance(model, cls):
+                raise TypeError(f"{cls.__name__} cannot be loaded from a transformers-native Mask2Former checkpoint.")
+            return model
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

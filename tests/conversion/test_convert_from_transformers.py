@@ -72,3 +72,20 @@ def test_missing_weights_file_is_an_error(tmp_path):
     tiny_transformers_config().save_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="cannot read a transformers Mask2Former checkpoint"):
         from_transformers_pretrained(str(tmp_path))
+
+
+def test_from_pretrained_converts_a_transformers_native_checkpoint(transformers_checkpoint):
+    """Our from_pretrained must not read transformers' weights as ours (every key would be missing and the model
+    silently random): it converts them."""
+    from m2f_hf import M2FConfig, M2FModel
+
+    reference, source = transformers_checkpoint
+    ours = M2FForUniversalSegmentation.from_pretrained(source).eval()
+    pixel_values = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected, actual = reference(pixel_values), ours(pixel_values)
+    assert (expected.masks_queries_logits - actual.masks_queries_logits).abs().max() <= 1e-4
+    assert isinstance(M2FModel.from_pretrained(source), M2FModel)
+    config = M2FConfig.from_pretrained(source)
+    assert config.model_type == "m2f_hf" and config.decoder_layers == reference.config.decoder_layers - 1
+    assert config.id2label == reference.config.id2label
