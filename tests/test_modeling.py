@@ -390,3 +390,34 @@ def test_convnext_and_single_scale_dinov2_backbones():
             output = model(torch.randn(1, 3, 64, 96), output_hidden_states=True)
         assert [tuple(f.shape[-2:]) for f in output.encoder_hidden_states] == [(16, 24), (8, 12), (4, 6), (2, 3)], name
         assert output.masks_queries_logits.shape == (1, 6, 16, 24), name
+
+
+def test_inference_without_intermediate_masks_gives_identical_outputs():
+    """Without auxiliary outputs the decoder skips the intermediate full-resolution masks and computes each attention
+    mask from only the logits its bilinear resize reads: the outputs must not change at all."""
+    model = M2FForUniversalSegmentation(tiny_config()).eval()
+    pixel_values = torch.randn(2, 3, 64, 96)  # masks 16x24; levels 2x3 (factor 8), 4x6 (4), 8x12 (2)
+    with torch.no_grad():
+        full = model(pixel_values, output_auxiliary_logits=True)
+        lean = model(pixel_values)
+        lean_base = model.model(pixel_values, output_intermediate_masks=False)
+    assert lean.auxiliary_logits is None
+    assert torch.equal(full.masks_queries_logits, lean.masks_queries_logits)
+    assert torch.equal(full.class_queries_logits, lean.class_queries_logits)
+    assert all(m is None for m in lean_base.masks_queries_logits[:-1])
+
+
+@pytest.mark.parametrize("size", [(128, 128), (96, 128), (16, 24)])
+def test_resized_mask_logits_equal_the_full_resize(size):
+    from torch.nn import functional as F
+
+    from m2f_hf.transformer_decoder import _mask_logits, _resized_mask_logits
+
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(2, 10, 32, generator=generator)
+    features = torch.randn(2, 32, *size, generator=generator)
+    full = _mask_logits(embeddings, features)
+    for factor in (1, 2, 4, 8):
+        target = (size[0] // factor, size[1] // factor)
+        expected = F.interpolate(full, size=target, mode="bilinear", align_corners=False)
+        assert torch.equal(_resized_mask_logits(embeddings, features, target), expected), factor

@@ -34,7 +34,8 @@ class M2FModelOutput(ModelOutput):
             `decoder_layers + 1` normalised query states of shape `(batch_size, num_queries, hidden_dim)`: from the
             learnable queries, then after every layer.
         masks_queries_logits (`tuple(torch.FloatTensor)`):
-            `decoder_layers + 1` mask logits of shape `(batch_size, num_queries, H/4, W/4)`, same order.
+            `decoder_layers + 1` mask logits of shape `(batch_size, num_queries, H/4, W/4)`, same order (with
+            `output_intermediate_masks=False` all but the last are None).
         encoder_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
             The 4 backbone feature maps (strides 4 to 32), with `output_hidden_states=True`.
         pixel_decoder_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
@@ -264,6 +265,7 @@ class M2FModel(M2FPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        output_intermediate_masks: bool = True,
         **kwargs,
     ) -> M2FModelOutput | tuple:
         """
@@ -276,6 +278,9 @@ class M2FModel(M2FPreTrainedModel):
             output_hidden_states (`bool`, *optional*): return every stage's hidden states.
             output_attentions (`bool`, *optional*): return the attention weights (computed on an eager path).
             return_dict (`bool`, *optional*): return an [`M2FModelOutput`] instead of a tuple.
+            output_intermediate_masks (`bool`, defaults to `True`): compute the full-resolution masks of every layer;
+                with `False` only the last layer's are computed (the others are None in `masks_queries_logits`) and
+                the attention masks are derived from just the logits their resize reads. Same results, less work.
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -298,6 +303,7 @@ class M2FModel(M2FPreTrainedModel):
             pixel_output.mask_features,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
+            intermediate_masks=output_intermediate_masks,
         )
         output = M2FModelOutput(
             encoder_last_hidden_state=features[-1],
@@ -363,15 +369,24 @@ class M2FForUniversalSegmentation(M2FPreTrainedModel):
                 f"mask_labels={'None' if mask_labels is None else 'a value'} and "
                 f"class_labels={'None' if class_labels is None else 'a value'}."
             )
+        if output_auxiliary_logits is None:
+            output_auxiliary_logits = bool(self.config.output_auxiliary_logits)
+        # Every layer's full-resolution masks are needed for the loss's deep supervision and the auxiliary outputs.
+        need_all_masks = mask_labels is not None or output_auxiliary_logits
         outputs = self.model(
             pixel_values,
             pixel_mask=pixel_mask,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
+            output_intermediate_masks=need_all_masks,
         )
-        class_logits = [self.class_predictor(state) for state in outputs.transformer_decoder_intermediate_states]
         mask_logits = outputs.masks_queries_logits
+        if need_all_masks:
+            states = outputs.transformer_decoder_intermediate_states
+        else:
+            states = outputs.transformer_decoder_intermediate_states[-1:]
+        class_logits = [self.class_predictor(state) for state in states]
         auxiliary = [
             {"class_queries_logits": c, "masks_queries_logits": m} for c, m in zip(class_logits[:-1], mask_logits[:-1])
         ]
@@ -389,8 +404,6 @@ class M2FForUniversalSegmentation(M2FPreTrainedModel):
             )
             loss = sum(loss_dict.values())
 
-        if output_auxiliary_logits is None:
-            output_auxiliary_logits = bool(self.config.output_auxiliary_logits)
         output = M2FForUniversalSegmentationOutput(
             loss=loss,
             loss_dict=loss_dict,

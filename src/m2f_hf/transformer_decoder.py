@@ -148,7 +148,8 @@ class TransformerDecoderOutput:
         last_hidden_state: `(batch, num_queries, hidden_dim)` output of the last layer (before the final norm).
         intermediate_hidden_states: `decoder_layers + 1` normalised query states `(batch, num_queries, hidden_dim)`,
             from the learnable queries and every layer; the class head reads these.
-        masks_queries_logits: `decoder_layers + 1` mask logits `(batch, num_queries, H/4, W/4)`.
+        masks_queries_logits: `decoder_layers + 1` mask logits `(batch, num_queries, H/4, W/4)` (all but the last
+            None when the decoder ran with `intermediate_masks=False`).
         hidden_states: inputs of every layer plus the last output, when asked for.
         attentions: per layer `(self-attention weights, masked-attention weights)`, when asked for.
     """
@@ -158,6 +159,46 @@ class TransformerDecoderOutput:
     masks_queries_logits: tuple[torch.Tensor, ...]
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
+
+
+def _mask_logits(embeddings: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
+    """(B, Q, C) mask embeddings x (B, C, H, W) per-pixel embeddings -> (B, Q, H, W) logits."""
+    batch, channels, height, width = mask_features.shape
+    # (B, Q, C) @ (B, C, H*W) -> (B, Q, H*W); a plain bmm avoids the copy einsum makes of its output
+    masks = torch.bmm(embeddings, mask_features.reshape(batch, channels, height * width))
+    return masks.view(batch, -1, height, width)
+
+
+def _bilinear_taps(source: int, target: int) -> torch.Tensor | None:
+    """The source rows that a bilinear (align_corners=False) downsampling by an even integer factor reads.
+
+    With factor k, output i samples source position k*i + k/2 - 1/2, i.e. rows k*i + k/2 - 1 and k*i + k/2 with
+    weights 1/2 each; resizing just those 2 * target rows by a factor of 2 reads the same rows with the same weights.
+    None when the factor is not an even integer of at least 4 (then every row is read anyway, or the taps vary).
+    """
+    if source % target:
+        return None
+    factor = source // target
+    if factor < 4 or factor % 2:
+        return None
+    low = torch.arange(target) * factor + factor // 2 - 1
+    return torch.stack((low, low + 1), dim=1).flatten()
+
+
+def _resized_mask_logits(embeddings: torch.Tensor, mask_features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`interpolate(_mask_logits(embeddings, mask_features), size)` computing only the logits the resize reads.
+
+    The attention masks of the 1/32 and 1/16 levels need a 16th and a 4th of the 1/4-resolution logits; the same
+    products on the same rows, resized with the same weights, give the same values (a test checks equality).
+    """
+    rows = _bilinear_taps(mask_features.shape[-2], size[0])
+    cols = _bilinear_taps(mask_features.shape[-1], size[1])
+    if rows is not None:
+        mask_features = mask_features.index_select(2, rows.to(mask_features.device))
+    if cols is not None:
+        mask_features = mask_features.index_select(3, cols.to(mask_features.device))
+    logits = _mask_logits(embeddings, mask_features)
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
 class MaskedAttentionDecoder(nn.Module):
@@ -205,20 +246,26 @@ class MaskedAttentionDecoder(nn.Module):
         self.mask_embed = MLP(input_dim=hidden_dim, hidden_dim=hidden_dim, output_dim=mask_feature_size, num_layers=3)
 
     def predict_masks(
-        self, queries: torch.Tensor, mask_features: torch.Tensor, attention_size: tuple[int, int] | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self,
+        queries: torch.Tensor,
+        mask_features: torch.Tensor,
+        attention_size: tuple[int, int] | None,
+        *,
+        full_masks: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Mask logits of the (normalised) queries, and the attention mask for the next layer at `attention_size`.
 
-        Returns `(batch, Q, H/4, W/4)` logits and a boolean `(batch, 1, Q, h*w)` mask, True where attention is allowed.
+        Returns `(batch, Q, H/4, W/4)` logits (None when `full_masks` is False) and a boolean `(batch, 1, Q, h*w)`
+        mask, True where attention is allowed.
         """
         embeddings = self.mask_embed(queries)  # (B, Q, mask_dim)
-        batch, channels, height, width = mask_features.shape
-        # (B, Q, C) @ (B, C, H*W) -> (B, Q, H*W); a plain bmm avoids the copy einsum makes of its output
-        masks = torch.bmm(embeddings, mask_features.reshape(batch, channels, height * width))
-        masks = masks.view(batch, -1, height, width)
+        masks = _mask_logits(embeddings, mask_features) if full_masks or attention_size is None else None
         if attention_size is None:
             return masks, None
-        resized = F.interpolate(masks, size=attention_size, mode="bilinear", align_corners=False)
+        if masks is not None:
+            resized = F.interpolate(masks, size=attention_size, mode="bilinear", align_corners=False)
+        else:
+            resized = _resized_mask_logits(embeddings, mask_features, attention_size)
         # paper 3.2.1, eq. 3: attend where the previous prediction, thresholded at 0.5, is foreground.
         allowed = (resized.sigmoid() >= 0.5).flatten(2)  # (B, Q, h*w)
         # A query whose mask is empty would attend to nothing: let it attend everywhere instead.
@@ -232,8 +279,14 @@ class MaskedAttentionDecoder(nn.Module):
         *,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        intermediate_masks: bool = True,
     ) -> TransformerDecoderOutput:
-        """`multi_scale_features`: `num_levels` maps `(batch, C, h_l, w_l)`, lowest resolution first."""
+        """`multi_scale_features`: `num_levels` maps `(batch, C, h_l, w_l)`, lowest resolution first.
+
+        With `intermediate_masks=False` (inference without auxiliary outputs) only the last layer's full-resolution
+        masks are computed; the earlier entries of `masks_queries_logits` are None, and their attention masks come
+        from just the logits the bilinear resize reads (same values, less work).
+        """
         batch = mask_features.shape[0]
         memories, positions, sizes = [], [], []
         for level in range(self.num_levels):
@@ -251,7 +304,7 @@ class MaskedAttentionDecoder(nn.Module):
         hidden = self.query_features.weight[None].expand(batch, -1, -1)
 
         normed = self.layer_norm(hidden)
-        masks, attn_mask = self.predict_masks(normed, mask_features, sizes[0])
+        masks, attn_mask = self.predict_masks(normed, mask_features, sizes[0], full_masks=intermediate_masks)
         intermediate, all_masks = (normed,), (masks,)
         all_hidden = () if output_hidden_states else None
         all_attentions = () if output_attentions else None
@@ -266,8 +319,11 @@ class MaskedAttentionDecoder(nn.Module):
             if output_attentions:
                 all_attentions += ((self_weights, cross_weights),)
             normed = self.layer_norm(hidden)
-            next_size = sizes[(index + 1) % self.num_levels] if index + 1 < num_layers else None
-            masks, attn_mask = self.predict_masks(normed, mask_features, next_size)
+            last = index + 1 == num_layers
+            next_size = None if last else sizes[(index + 1) % self.num_levels]
+            masks, attn_mask = self.predict_masks(
+                normed, mask_features, next_size, full_masks=intermediate_masks or last
+            )
             intermediate += (normed,)
             all_masks += (masks,)
         if output_hidden_states:
