@@ -96,7 +96,8 @@ class DeformableEncoderLayer(GradientCheckpointingLayer):
         self.fc1 = nn.Linear(embed_dim, ffn_dim)
         self.fc2 = nn.Linear(ffn_dim, embed_dim)
         self.final_layer_norm = nn.LayerNorm(embed_dim)
-        self.activation = ACT2FN[activation]
+        # ReLU in place on the fresh fc1 output (its backward needs only the result): one 4x-wide tensor fewer.
+        self.activation = F.relu_ if activation == "relu" else ACT2FN[activation]
         self.dropout = dropout
 
     def forward(
