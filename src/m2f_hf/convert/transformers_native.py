@@ -1,6 +1,6 @@
 """Map transformers' `Mask2FormerForUniversalSegmentation` checkpoints to ours and back.
 
-Every key goes through one table of regular expressions; a key that no rule matches, or a target key that no source
+Every key goes through one table of key templates, read in both directions; a key that no rule matches, or a target key that no source
 key fills, is an error (nothing is dropped silently). The only structural change is the masked-attention projection:
 transformers (like the original) uses `nn.MultiheadAttention` with one packed `in_proj`, we keep q/k/v separate.
 """
@@ -16,41 +16,80 @@ from ..configuration_m2f import M2FConfig
 
 _T = "model.pixel_level_module.decoder."
 _D = "model.transformer_module."
+_P = "model.pixel_decoder."
+_M = "model.transformer_decoder."
 
-# (transformers pattern, our replacement); applied to whole keys, first match wins.
-_RULES: list[tuple[str, str]] = [
-    (r"model\.pixel_level_module\.encoder\.(.+)", r"model.backbone.body.\1"),
-    (
-        re.escape(_T) + r"input_projections\.(\d+)\.(\d)\.(weight|bias)",
-        r"model.pixel_decoder.input_projections.\1.\2.\3",
-    ),
-    (re.escape(_T) + r"level_embed", r"model.pixel_decoder.level_embed"),
-    (re.escape(_T) + r"encoder\.layers\.(\d+)\.(.+)", r"model.pixel_decoder.layers.\1.\2"),
-    (re.escape(_T) + r"mask_projection\.(weight|bias)", r"model.pixel_decoder.mask_projection.\1"),
-    (re.escape(_T) + r"adapter_(\d+)\.(\d)\.(weight|bias)", r"model.pixel_decoder.lateral_convs.{fpn:\1}.\2.\3"),
-    (re.escape(_T) + r"layer_(\d+)\.(\d)\.(weight|bias)", r"model.pixel_decoder.output_convs.{fpn:\1}.\2.\3"),
-    (re.escape(_D) + r"queries_embedder\.weight", r"model.transformer_decoder.query_position.weight"),
-    (re.escape(_D) + r"queries_features\.weight", r"model.transformer_decoder.query_features.weight"),
-    (re.escape(_D) + r"level_embed\.weight", r"model.transformer_decoder.level_embed.weight"),
-    (re.escape(_D) + r"input_projections\.(\d+)\.(weight|bias)", r"model.transformer_decoder.input_projections.\1.\2"),
-    (
-        re.escape(_D) + r"decoder\.layers\.(\d+)\.cross_attn\.in_proj_(weight|bias)",
-        r"model.transformer_decoder.layers.\1.cross_attn.{qkv}_proj.\2",
-    ),
-    (re.escape(_D) + r"decoder\.layers\.(\d+)\.(.+)", r"model.transformer_decoder.layers.\1.\2"),
-    (re.escape(_D) + r"decoder\.layernorm\.(weight|bias)", r"model.transformer_decoder.layer_norm.\1"),
-    (
-        re.escape(_D) + r"decoder\.mask_predictor\.mask_embedder\.(\d+)\.0\.(weight|bias)",
-        r"model.transformer_decoder.mask_embed.layers.\1.\2",
-    ),
-    (r"class_predictor\.(weight|bias)", r"class_predictor.\1"),
+# One table, read in both directions: (transformers key template, our key template). A `{name}` placeholder stands for
+# a key component (_FIELDS); the first template that matches a whole key wins. `{fpn}` counts FPN levels from the
+# other end (transformers numbers its adapters fine to coarse from 1, ours run coarse to fine from 0), and `{qkv}`
+# appears on our side only: transformers packs the masked-attention projections into one `in_proj`.
+_TABLE: list[tuple[str, str]] = [
+    ("model.pixel_level_module.encoder.{rest}", "model.backbone.body.{rest}"),
+    (_T + "input_projections.{i}.{j}.{wb}", _P + "input_projections.{i}.{j}.{wb}"),
+    (_T + "level_embed", _P + "level_embed"),
+    (_T + "encoder.layers.{i}.{rest}", _P + "layers.{i}.{rest}"),
+    (_T + "mask_projection.{wb}", _P + "mask_projection.{wb}"),
+    (_T + "adapter_{fpn}.{j}.{wb}", _P + "lateral_convs.{fpn}.{j}.{wb}"),
+    (_T + "layer_{fpn}.{j}.{wb}", _P + "output_convs.{fpn}.{j}.{wb}"),
+    (_D + "queries_embedder.weight", _M + "query_position.weight"),
+    (_D + "queries_features.weight", _M + "query_features.weight"),
+    (_D + "level_embed.weight", _M + "level_embed.weight"),
+    (_D + "input_projections.{i}.{wb}", _M + "input_projections.{i}.{wb}"),
+    (_D + "decoder.layers.{i}.cross_attn.in_proj_{wb}", _M + "layers.{i}.cross_attn.{qkv}_proj.{wb}"),
+    (_D + "decoder.layers.{i}.{rest}", _M + "layers.{i}.{rest}"),
+    (_D + "decoder.layernorm.{wb}", _M + "layer_norm.{wb}"),
+    (_D + "decoder.mask_predictor.mask_embedder.{i}.0.{wb}", _M + "mask_embed.layers.{i}.{wb}"),
+    ("class_predictor.{wb}", "class_predictor.{wb}"),
 ]
-# Source keys that carry no weights of ours (the loss's class weights are rebuilt from the config).
-_IGNORED = [r"criterion\.empty_weight"]
+_FIELDS = {"i": r"\d+", "j": r"\d", "fpn": r"\d+", "wb": "weight|bias", "rest": ".+", "qkv": "[qkv]"}
+# transformers keys that carry no weights of ours (the loss's class weights are rebuilt from the config).
+_IGNORED = {"criterion.empty_weight"}
 
 
-def _num_fpn_levels(state_dict: Mapping[str, torch.Tensor]) -> int:
-    return sum(1 for k in state_dict if re.fullmatch(re.escape(_T) + r"adapter_\d+\.0\.weight", k))
+def _compile(template: str) -> re.Pattern:
+    pattern, last = [], 0
+    for match in re.finditer(r"\{(\w+)\}", template):
+        pattern += [re.escape(template[last : match.start()]), f"(?P<{match[1]}>{_FIELDS[match[1]]})"]
+        last = match.end()
+    return re.compile("".join(pattern) + re.escape(template[last:]))
+
+
+_FROM_TRANSFORMERS = [(_compile(theirs), ours) for theirs, ours in _TABLE]
+_TO_TRANSFORMERS = [(_compile(ours), theirs) for theirs, ours in _TABLE]
+
+
+def _convert(state_dict: Mapping[str, torch.Tensor], rules, *, source: str, target: str) -> dict[str, torch.Tensor]:
+    matches = []
+    unused = []
+    for key, tensor in state_dict.items():
+        if source == "transformers" and key in _IGNORED:
+            continue
+        found = next(((m, template) for pattern, template in rules if (m := pattern.fullmatch(key))), None)
+        if found is None:
+            unused.append(key)
+        else:
+            matches.append((found[0].groupdict(), found[1], tensor))
+    if unused:
+        raise KeyError(f"{len(unused)} {source} key(s) have no mapping to {target}: {unused[:20]}")
+
+    num_fpn = len({fields["fpn"] for fields, _, _ in matches if "fpn" in fields})
+    converted: dict[str, torch.Tensor] = {}
+    packed: dict[str, dict[str, torch.Tensor]] = {}
+    for fields, template, tensor in matches:
+        if "fpn" in fields:
+            fields["fpn"] = str(num_fpn - int(fields["fpn"]))
+        if "{qkv}" in template:  # transformers' packed in_proj -> our q, k, v
+            for name, part in zip("qkv", tensor.chunk(3, dim=0)):
+                converted[template.format(**fields, qkv=name)] = part.clone()
+        elif "qkv" in fields:  # our q, k, v -> transformers' packed in_proj
+            packed.setdefault(template.format(**fields), {})[fields["qkv"]] = tensor
+        else:
+            converted[template.format(**fields)] = tensor
+    for key, parts in packed.items():
+        if set(parts) != {"q", "k", "v"}:
+            raise KeyError(f"{key}: expected q, k and v projections, found {sorted(parts)}")
+        converted[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    return converted
 
 
 def state_dict_from_transformers(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -58,63 +97,7 @@ def state_dict_from_transformers(state_dict: Mapping[str, torch.Tensor]) -> dict
 
     Raises `KeyError` naming every source key that no rule maps.
     """
-    num_fpn = _num_fpn_levels(state_dict)
-    converted: dict[str, torch.Tensor] = {}
-    unused = []
-    for key, tensor in state_dict.items():
-        if any(re.fullmatch(p, key) for p in _IGNORED):
-            continue
-        for pattern, replacement in _RULES:
-            match = re.fullmatch(pattern, key)
-            if match is None:
-                continue
-            target = match.expand(replacement)
-            # transformers numbers FPN adapters fine to coarse from 1; ours run coarse to fine from 0.
-            target = re.sub(r"\{fpn:(\d+)\}", lambda m: str(num_fpn - int(m.group(1))), target)
-            if "{qkv}" in target:
-                for name, part in zip("qkv", tensor.chunk(3, dim=0)):
-                    converted[target.replace("{qkv}", name)] = part.clone()
-            else:
-                converted[target] = tensor
-            break
-        else:
-            unused.append(key)
-    if unused:
-        raise KeyError(f"{len(unused)} transformers key(s) have no mapping to m2f_hf: {unused[:20]}")
-    return converted
-
-
-_P = "model.pixel_decoder."
-_M = "model.transformer_decoder."
-# Our pattern -> transformers replacement (the inverse of _RULES).
-_REVERSE_RULES: list[tuple[str, str]] = [
-    (r"model\.backbone\.body\.(.+)", r"model.pixel_level_module.encoder.\1"),
-    (re.escape(_P) + r"input_projections\.(\d+)\.(\d)\.(weight|bias)", _T + r"input_projections.\1.\2.\3"),
-    (re.escape(_P) + r"level_embed", _T + "level_embed"),
-    (re.escape(_P) + r"layers\.(\d+)\.(.+)", _T + r"encoder.layers.\1.\2"),
-    (re.escape(_P) + r"mask_projection\.(weight|bias)", _T + r"mask_projection.\1"),
-    (re.escape(_P) + r"lateral_convs\.(\d+)\.(\d)\.(weight|bias)", _T + r"adapter_{fpn:\1}.\2.\3"),
-    (re.escape(_P) + r"output_convs\.(\d+)\.(\d)\.(weight|bias)", _T + r"layer_{fpn:\1}.\2.\3"),
-    (re.escape(_M) + r"query_position\.weight", _D + "queries_embedder.weight"),
-    (re.escape(_M) + r"query_features\.weight", _D + "queries_features.weight"),
-    (re.escape(_M) + r"level_embed\.weight", _D + "level_embed.weight"),
-    (re.escape(_M) + r"input_projections\.(\d+)\.(weight|bias)", _D + r"input_projections.\1.\2"),
-    (
-        re.escape(_M) + r"layers\.(\d+)\.cross_attn\.([qkv])_proj\.(weight|bias)",
-        _D + r"decoder.layers.\1.cross_attn.in_proj_\3",
-    ),
-    (
-        re.escape(_M) + r"layers\.(\d+)\.cross_attn\.out_proj\.(weight|bias)",
-        _D + r"decoder.layers.\1.cross_attn.out_proj.\2",
-    ),
-    (re.escape(_M) + r"layers\.(\d+)\.(.+)", _D + r"decoder.layers.\1.\2"),
-    (re.escape(_M) + r"layer_norm\.(weight|bias)", _D + r"decoder.layernorm.\1"),
-    (
-        re.escape(_M) + r"mask_embed\.layers\.(\d+)\.(weight|bias)",
-        _D + r"decoder.mask_predictor.mask_embedder.\1.0.\2",
-    ),
-    (r"class_predictor\.(weight|bias)", r"class_predictor.\1"),
-]
+    return _convert(state_dict, _FROM_TRANSFORMERS, source="transformers", target="m2f_hf")
 
 
 def state_dict_to_transformers(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -122,31 +105,7 @@ def state_dict_to_transformers(state_dict: Mapping[str, torch.Tensor]) -> dict[s
 
     Raises `KeyError` naming every key of ours that no rule maps.
     """
-    num_fpn = sum(1 for k in state_dict if re.fullmatch(re.escape(_P) + r"lateral_convs\.\d+\.0\.weight", k))
-    converted: dict[str, torch.Tensor] = {}
-    packed: dict[str, dict[str, torch.Tensor]] = {}
-    unused = []
-    for key, tensor in state_dict.items():
-        for pattern, replacement in _REVERSE_RULES:
-            match = re.fullmatch(pattern, key)
-            if match is None:
-                continue
-            target = match.expand(replacement)
-            target = re.sub(r"\{fpn:(\d+)\}", lambda m: str(num_fpn - int(m.group(1))), target)
-            if "cross_attn.in_proj_" in target:
-                packed.setdefault(target, {})[match.group(2)] = tensor
-            else:
-                converted[target] = tensor
-            break
-        else:
-            unused.append(key)
-    if unused:
-        raise KeyError(f"{len(unused)} m2f_hf key(s) have no mapping to transformers: {unused[:20]}")
-    for target, parts in packed.items():
-        if set(parts) != {"q", "k", "v"}:
-            raise KeyError(f"{target}: expected q, k and v projections, found {sorted(parts)}")
-        converted[target] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
-    return converted
+    return _convert(state_dict, _TO_TRANSFORMERS, source="m2f_hf", target="transformers")
 
 
 # Fields whose name and meaning are the same in both configs.
