@@ -293,9 +293,10 @@ class M2FImageProcessor(BaseImageProcessor):
         if any(h > padded[0] or w > padded[1] for h, w in new_sizes):
             raise ValueError(f"`pad_size` {padded} is smaller than a resized image (sizes {new_sizes}).")
 
-        pixel_values = torch.zeros((batch_size, 3, *padded), dtype=torch.float32)
-        pixel_mask = torch.zeros((batch_size, *padded), dtype=torch.int64)
-        # images of equal size and dtype are resized and normalised as one batch
+        # written image by image and padding by padding: filling whole buffers first costs as much as the images
+        pixel_values = torch.empty((batch_size, 3, *padded), dtype=torch.float32)
+        pixel_mask = torch.empty((batch_size, *padded), dtype=torch.int64)
+        # images of equal size and dtype are resized as one batch
         groups = defaultdict(list)
         for index, image in enumerate(image_list):
             groups[(tuple(image.shape), image.dtype)].append(index)
@@ -310,17 +311,21 @@ class M2FImageProcessor(BaseImageProcessor):
                 stacked = torch.stack(hwc).permute(0, 3, 1, 2)
             new_h, new_w = new_sizes[indices[0]]
             stacked = resize_batch(stacked, (new_h, new_w), resample)
-            stacked = rescale_and_normalize(
-                stacked,
-                do_rescale=settings["do_rescale"],
-                rescale_factor=settings["rescale_factor"],
-                do_normalize=settings["do_normalize"],
-                image_mean=settings["image_mean"],
-                image_std=settings["image_std"],
-            )
-            index = torch.tensor(indices)
-            pixel_values[index, :, :new_h, :new_w] = stacked
-            pixel_mask[index, :new_h, :new_w] = 1
+            for position, index in enumerate(indices):
+                rescale_and_normalize(
+                    stacked[position],
+                    do_rescale=settings["do_rescale"],
+                    rescale_factor=settings["rescale_factor"],
+                    do_normalize=settings["do_normalize"],
+                    image_mean=settings["image_mean"],
+                    image_std=settings["image_std"],
+                    out=pixel_values[index, :, :new_h, :new_w],
+                )
+                for target, inside in ((pixel_values[index], None), (pixel_mask[index], 1)):
+                    if inside is not None:
+                        target[:new_h, :new_w] = inside
+                    target[..., new_h:, :] = 0
+                    target[..., :new_h, new_w:] = 0
 
         data = {"pixel_values": pixel_values, "pixel_mask": pixel_mask}
         if label_list is not None:
@@ -457,8 +462,9 @@ class M2FImageProcessor(BaseImageProcessor):
             return_segmentation_scores (`bool`): also return per-class scores (C, H, W).
             pixel_mask (`torch.Tensor`, *optional*): the `pixel_mask` returned by pre-processing; gives the padded
                 and unpadded sizes exactly.
-            exact (`bool`, defaults to `True`): upsample every query's mask logits before the sigmoid and the sum
-                over queries, as the original Mask2Former does. `False` combines the class scores at mask resolution
+            exact (`bool`, defaults to `True`): the original Mask2Former's class map, which upsamples every query's
+                mask logits before the sigmoid and the sum over queries (computed with bounds, so that only
+                confident queries and undecided pixels cost full-resolution work). `False` combines the class scores at mask resolution
                 and upsamples those instead: faster, but not the original's numbers (sigmoid and resizing do not
                 commute; about 3% of pixels can change class).
 

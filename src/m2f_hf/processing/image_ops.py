@@ -215,10 +215,19 @@ def rescale_and_normalize(
     do_normalize: bool,
     image_mean: Sequence[float],
     image_std: Sequence[float],
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Float32 `(x * rescale_factor - mean) / std`, with the same fused arithmetic as transformers' processor."""
-    copied = images.dtype != torch.float32
-    images = images.to(torch.float32, memory_format=torch.contiguous_format)
+    """Float32 `(x * rescale_factor - mean) / std`, with the same fused arithmetic as transformers' processor.
+
+    With `out` (a float32 tensor, or a view, of the images' shape) the result is written there, converted in the
+    copy and normalised in place: no full-size temporaries.
+    """
+    if out is not None:
+        out.copy_(images)
+        images, copied = out, True
+    else:
+        copied = images.dtype != torch.float32
+        images = images.to(torch.float32, memory_format=torch.contiguous_format)
     if do_normalize:
         mean = torch.tensor(image_mean, dtype=torch.float32, device=images.device)
         std = torch.tensor(image_std, dtype=torch.float32, device=images.device)
@@ -230,7 +239,7 @@ def rescale_and_normalize(
             return images.sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
         return (images - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
     if do_rescale:
-        return images * rescale_factor
+        return images.mul_(rescale_factor) if copied else images * rescale_factor
     return images
 
 

@@ -116,6 +116,146 @@ def upsample_crop_resize(maps: torch.Tensor, geometry: ImageGeometry) -> torch.T
 
 # pixels per block of the exact semantic path (about 2 MB of class scores for 133 classes)
 _SEMANTIC_BLOCK = 4096
+# A query is "strong" when it gives at least this much probability to the real classes; the bounds below pay off
+# only when at most this fraction of the queries is strong.
+_STRONG_QUERY_MASS, _MAX_STRONG_FRACTION = 0.25, 0.5
+# Slack for rounding in the bounds (scores are sums of at most Q products of numbers in [0, 1]).
+_BOUND_MARGIN = 1e-4
+# undecided pixels refined per block (bounds the (pixels, queries) logits to about 10 MB)
+_REFINE_BLOCK = 32768
+
+
+def _axis_taps(source: int, padded: int, valid: int, output: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per output index, the 4 source indices and weights of `upsample_crop_resize` along one axis.
+
+    Bilinear resizing (align_corners=False) reads source position max(0, (i + 1/2) * in / out - 1/2) and its two
+    neighbouring integers; upsampling to `padded`, keeping the first `valid` and resizing to `output` composes two
+    such reads. Returns (output, 4) indices and weights (a repeated index where a step is the identity or at the
+    border).
+    """
+
+    def taps(size_in: int, size_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if size_in == size_out:
+            index = torch.arange(size_out)
+            return index, index, torch.zeros(size_out, dtype=torch.float64)
+        position = ((torch.arange(size_out, dtype=torch.float64) + 0.5) * (size_in / size_out) - 0.5).clamp_min(0)
+        low = position.floor().long().clamp_max(size_in - 1)
+        high = (low + 1).clamp_max(size_in - 1)
+        return low, high, position - low
+
+    low2, high2, frac2 = taps(valid, output)  # rows of the cropped upsampled map
+    low1, high1, frac1 = taps(source, padded)  # rows of the mask logits
+    index = torch.stack([low1[low2], high1[low2], low1[high2], high1[high2]], dim=1)
+    weight = torch.stack(
+        [(1 - frac2) * (1 - frac1[low2]), (1 - frac2) * frac1[low2], frac2 * (1 - frac1[high2]), frac2 * frac1[high2]],
+        dim=1,
+    )
+    return index, weight
+
+
+def _resized_logits_at(mask_logits: torch.Tensor, geometry: ImageGeometry, pixels: torch.Tensor) -> torch.Tensor:
+    """`upsample_crop_resize(mask_logits, geometry).flatten(1)[:, pixels].t()`, computed at just those pixels.
+
+    Returns (pixels, queries). Bilinear resizing is separable, so each output pixel is a weighted sum of at most
+    4 x 4 mask logits; equal to the full resize up to float rounding.
+    """
+    queries, height, width = mask_logits.shape
+    out_w = geometry.output_hw[1]
+    rows, row_w = _axis_taps(height, geometry.padded_hw[0], geometry.valid_hw[0], geometry.output_hw[0])
+    cols, col_w = _axis_taps(width, geometry.padded_hw[1], geometry.valid_hw[1], out_w)
+    pixels = pixels.cpu()
+    r, c = pixels // out_w, pixels % out_w
+    index = (rows[r][:, :, None] * width + cols[c][:, None, :]).flatten(1)  # (pixels, 16)
+    weight = (row_w[r][:, :, None] * col_w[c][:, None, :]).flatten(1)
+    table = mask_logits.reshape(queries, -1).t().contiguous()  # (h * w, queries)
+    device = mask_logits.device
+    return F.embedding_bag(index.to(device), table, per_sample_weights=weight.to(device, table.dtype), mode="sum")
+
+
+def _local_max(maps: torch.Tensor, radius: tuple[int, int]) -> torch.Tensor:
+    """Maximum over the (2 r + 1) x (2 r' + 1) window around each pixel of (N, h, w) maps (separable)."""
+    for dim, r in ((1, radius[0]), (2, radius[1])):
+        if r == 0:
+            continue
+        size = maps.shape[dim]
+        padded = torch.cat([maps.narrow(dim, 0, 1).expand_as(maps.narrow(dim, 0, r)), maps], dim)
+        padded = torch.cat([padded, maps.narrow(dim, size - 1, 1).expand_as(maps.narrow(dim, 0, r))], dim)
+        result = padded.narrow(dim, 0, size).clone()
+        for shift in range(1, 2 * r + 1):
+            torch.maximum(result, padded.narrow(dim, shift, size), out=result)
+        maps = result
+    return maps
+
+
+def _semantic_labels_bounded(
+    class_probs: torch.Tensor, mask_logits: torch.Tensor, geometry: ImageGeometry
+) -> torch.Tensor | None:
+    """The per-pixel argmax of sum_q p(c | q) * sigmoid(m_q(x)) (the full-resolution product), with less work.
+
+    Only the queries that give real classes a fair probability ("strong") are upsampled to full resolution. For
+    the others ("weak") an upper bound of their part of each class score is computed at mask resolution: a
+    bilinearly resized logit is a convex combination of the logits it reads, so it is at most their maximum; a
+    class sum, through the sigmoid, of each logit's local maximum over the widest span of rows and columns one
+    output pixel reads therefore bounds the weak part at every pixel that reads that logit. Where the best class
+    of the strong part beats
+    every other class's strong part plus bound, it is the answer. The remaining pixels get the weak queries'
+    logits at just those pixels and the exact sum over all queries for the contending classes (and over all
+    classes wherever a class outside them could still win). Same class map as the full product up to float
+    rounding in exact ties. None when most queries are strong: the caller then computes everything.
+    """
+    num_queries, num_classes = class_probs.shape
+    strong = class_probs.sum(1) >= _STRONG_QUERY_MASS
+    num_strong = int(strong.sum())
+    if num_strong == 0 or num_strong > _MAX_STRONG_FRACTION * num_queries:
+        return None
+    strong_probs, weak_probs = class_probs[strong], class_probs[~strong]
+    contending = torch.zeros(num_classes, dtype=torch.bool, device=class_probs.device)
+    contending[strong_probs.argmax(1)] = True
+    contending |= strong_probs.sum(0) >= _STRONG_QUERY_MASS / 2
+    classes, others = contending.nonzero().flatten(), ~contending
+    has_others = bool(others.any())
+
+    strong_sigmoid = upsample_crop_resize(mask_logits[strong], geometry).sigmoid().flatten(1)  # (S, H * W)
+    partial = strong_sigmoid.t() @ strong_probs[:, classes]  # (H * W, K): the strong part of the sum
+    best, best_index = partial.max(1)
+
+    # Bounds of the weak part at mask resolution, per contending class, and one for all other classes together.
+    weak_logits = mask_logits[~strong]
+    taps = [
+        _axis_taps(size, padded, valid, output)[0]
+        for size, padded, valid, output in zip(
+            mask_logits.shape[-2:], geometry.padded_hw, geometry.valid_hw, geometry.output_hw
+        )
+    ]
+    spans = tuple(int((index.amax(1) - index.amin(1)).max()) for index in taps)
+    weak_peak = _local_max(weak_logits, spans).sigmoid().flatten(1)  # (W, h * w)
+    bounds = weak_peak.t() @ weak_probs[:, classes]  # (h * w, K)
+    if has_others:
+        bounds = torch.cat([bounds, (weak_peak.t() @ weak_probs[:, others]).amax(1, keepdim=True)], 1)
+    # With the local maximum taken over the whole span, the bound at any logit an output pixel reads holds for
+    # that pixel: take the first one it reads.
+    first = (taps[0][:, :1] * mask_logits.shape[-1] + taps[1][:, 0]).flatten()  # (H * W,)
+    bounds = bounds.index_select(0, first.to(bounds.device))  # (H * W, K [+ 1])
+    rival = (partial + bounds[:, : classes.numel()]).scatter_(1, best_index[:, None], -math.inf).amax(1)
+    rest_strong = strong_probs[:, others].sum(0).max() if has_others else 0.0
+    if has_others:
+        rival = rival.maximum(bounds[:, -1] + rest_strong)
+    labels = classes[best_index]
+    undecided = (best <= rival + _BOUND_MARGIN).nonzero().flatten()
+
+    for start in range(0, undecided.numel(), _REFINE_BLOCK):
+        pixels = undecided[start : start + _REFINE_BLOCK]
+        weak_sigmoid = _resized_logits_at(weak_logits, geometry, pixels).sigmoid_()  # (n, W)
+        scores = partial[pixels].addmm_(weak_sigmoid, weak_probs[:, classes])  # exact, contending classes
+        value, index = scores.max(1)
+        labels[pixels] = classes[index]
+        if has_others:  # where another class could still win, all classes
+            unsure = (value <= bounds[pixels, -1] + rest_strong + _BOUND_MARGIN).nonzero().flatten()
+            if unsure.numel():
+                every = strong_sigmoid[:, pixels[unsure]].t() @ strong_probs
+                every.addmm_(weak_sigmoid[unsure], weak_probs)
+                labels[pixels[unsure]] = every.argmax(1)
+    return labels.view(geometry.output_hw)
 
 
 def semantic_inference(
@@ -124,12 +264,18 @@ def semantic_inference(
     """Per-pixel class map (and optionally (C, H, W) scores) for one image.
 
     score(c, x) = sum_q p(c | q) * sigmoid(m_q(x)) (paper 3.3, semantic inference). With `exact` every query's mask
-    logits are upsampled before the sum, as Detectron2 does; that costs Q full-resolution maps and a
-    C x Q x H x W product. The default sums at mask resolution and upsamples the class scores instead, and when only
-    the class map is wanted, only the classes that rank first or second somewhere at mask resolution.
+    logits are upsampled before the sum, as Detectron2 does: the class map is that argmax, found by bounding the
+    confident-query part and refining only undecided pixels (`_semantic_labels_bounded`), or by the full
+    C x Q x H x W product when scores are wanted or the bounds do not pay off. Without `exact` the sum is taken at
+    mask resolution and the class scores are upsampled instead (when only the class map is wanted, only the
+    classes that rank first or second somewhere at mask resolution).
     """
     class_probs = class_logits.softmax(-1)[:, :-1]  # (queries, classes); the last class is "no object"
     if exact:
+        if not with_scores:
+            labels = _semantic_labels_bounded(class_probs, mask_logits, geometry)
+            if labels is not None:
+                return labels, None
         mask_logits = upsample_crop_resize(mask_logits, geometry)  # (queries, H, W)
         if with_scores:
             scores = torch.einsum("qc,qhw->chw", class_probs, mask_logits.sigmoid())
