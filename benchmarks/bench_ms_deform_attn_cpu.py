@@ -1,9 +1,10 @@
-"""CPU benchmark: our PyTorch deformable attention path vs transformers' grid_sample-per-level function.
+"""CPU benchmark: our deformable attention (PyTorch path and compiled CPU kernel) vs transformers' function.
 
 Encoder self-attention of a 512x512 image (levels 64x64, 32x32, 16x16; queries = keys), hidden 256 = 8 heads x 32,
 4 points, batch 1, float32. Forward and forward+backward are timed interleaved (ours, theirs, ours, ...), median of
 `--repeats` runs after `--warmup` runs. Also reports the bytes autograd keeps for backward (unique storages seen by
-`saved_tensors_hooks`). Prints one JSON line.
+`saved_tensors_hooks`). The CPU kernel (`python -m m2f_hf.ops --cpu`) is timed when it builds here, as
+"ours_cpu_kernel"; "ours" is the pure PyTorch path. Prints one JSON line.
 
     python benchmarks/bench_ms_deform_attn_cpu.py [--image 512] [--batch 1] [--repeats 7] [--threads N]
 """
@@ -21,7 +22,7 @@ from transformers.models.mask2former.modeling_mask2former import (
     multi_scale_deformable_attention as transformers_msda,
 )
 
-from m2f_hf.ops import multi_scale_deformable_attention
+from m2f_hf.ops import KernelUnavailableError, load_cpu_kernel, multi_scale_deformable_attention
 
 STRIDES = (8, 16, 32)
 
@@ -81,6 +82,9 @@ def main() -> None:
     def theirs(v, loc, w):
         return transformers_msda(v, shapes, loc, w)
 
+    def ours_cpu_kernel(v, loc, w):
+        return multi_scale_deformable_attention(v, spatial_shapes, level_start_index, loc, w, implementation="cpu")
+
     max_abs_diff = (ours(value, locations, weights) - theirs(value, locations, weights)).abs().max().item()
     grad_out = torch.randn(args.batch, value.shape[1], args.heads * args.head_dim)
     leaves = [t.clone().requires_grad_() for t in (value, locations, weights)]
@@ -93,6 +97,12 @@ def main() -> None:
         torch.autograd.grad(fn(*leaves), leaves, grad_out)
 
     candidates = {"ours": ours, "transformers": theirs}
+    try:
+        load_cpu_kernel()
+        candidates["ours_cpu_kernel"] = ours_cpu_kernel
+        kernel_diff = (ours_cpu_kernel(value, locations, weights) - theirs(value, locations, weights)).abs().max()
+    except KernelUnavailableError as error:
+        kernel_diff = str(error)
     times = {(name, mode): [] for name in candidates for mode in ("forward", "forward_backward")}
     for mode, runner in (("forward", forward), ("forward_backward", forward_backward)):
         for _ in range(args.warmup):
@@ -124,14 +134,19 @@ def main() -> None:
         "torch": torch.__version__,
         "repeats": args.repeats,
         "max_abs_diff_vs_transformers": max_abs_diff,
-        "forward_s": {"ours": median[("ours", "forward")], "transformers": median[("transformers", "forward")]},
-        "forward_backward_s": {
-            "ours": median[("ours", "forward_backward")],
-            "transformers": median[("transformers", "forward_backward")],
+        "cpu_kernel_max_abs_diff_vs_transformers": kernel_diff if isinstance(kernel_diff, str) else kernel_diff.item(),
+        "forward_s": {name: median[(name, "forward")] for name in candidates},
+        "forward_backward_s": {name: median[(name, "forward_backward")] for name in candidates},
+        "speedup_forward": {
+            name: median[("transformers", "forward")] / median[(name, "forward")]
+            for name in candidates
+            if name != "transformers"
         },
-        "speedup_forward": median[("transformers", "forward")] / median[("ours", "forward")],
-        "speedup_forward_backward": median[("transformers", "forward_backward")]
-        / median[("ours", "forward_backward")],
+        "speedup_forward_backward": {
+            name: median[("transformers", "forward_backward")] / median[(name, "forward_backward")]
+            for name in candidates
+            if name != "transformers"
+        },
         "saved_for_backward_mb": {name: round(b / 2**20, 2) for name, b in saved.items()},
         "saved_for_backward_saving_mb": round((saved["transformers"] - saved["ours"]) / 2**20, 2),
     }

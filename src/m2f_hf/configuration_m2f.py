@@ -19,7 +19,7 @@ _DEFAULT_BACKBONE = {
     "out_features": ["stage1", "stage2", "stage3", "stage4"],
 }
 
-_DEFORM_ATTN_IMPLEMENTATIONS = ("auto", "cuda", "pytorch")
+_DEFORM_ATTN_IMPLEMENTATIONS = ("auto", "cuda", "cpu", "pytorch")
 
 
 class M2FConfig(PretrainedConfig):
@@ -76,7 +76,8 @@ class M2FConfig(PretrainedConfig):
         activation_function (`str`, *optional*, defaults to `"relu"`):
             Activation of the FFNs.
         deform_attn_implementation (`str`, *optional*, defaults to `"auto"`):
-            `"auto"`, `"cuda"` or `"pytorch"`; the environment variable `M2F_DEFORM_ATTN` overrides it.
+            `"auto"`, `"cuda"`, `"cpu"` (the compiled kernels) or `"pytorch"`; the environment variable
+            `M2F_DEFORM_ATTN` overrides it. `"auto"` uses the CUDA kernel on GPUs and the CPU kernel once built.
         deform_attn_fp32 (`bool`, *optional*, defaults to `True`):
             Run the deformable-attention encoder in float32 under autocast, as the original does.
         class_weight, mask_weight, dice_weight (`float`, *optional*, defaults to 2.0, 5.0, 5.0):

@@ -49,6 +49,9 @@ def isolated_dispatch(monkeypatch):
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
     monkeypatch.setattr(dispatch, "_default_implementation", "auto")
     monkeypatch.setattr(dispatch, "_fallback_warned", False)
+    monkeypatch.setattr(dispatch, "_cpu_fallback_warned", False)
     monkeypatch.setattr(build, "_kernel", build._kernel)
     monkeypatch.setattr(build, "_failure", None)
+    monkeypatch.setattr(build, "_cpu_kernel", build._cpu_kernel)
+    monkeypatch.setattr(build, "_cpu_failure", None)
     yield

@@ -150,11 +150,11 @@ def test_opcheck_forward_and_backward_ops(make_inputs):
     value, spatial_shapes, level_start_index, locations, weights = make_inputs(
         [(3, 4), (2, 2)], queries=3, requires_grad=True
     )
-    torch.library.opcheck(ms_deform_attn, (value, spatial_shapes, level_start_index, locations, weights, False))
+    torch.library.opcheck(ms_deform_attn, (value, spatial_shapes, level_start_index, locations, weights, "pytorch"))
     grad_out = torch.randn(2, 3, value.shape[2] * value.shape[3])
     torch.library.opcheck(
         ms_deform_attn_backward,
-        (grad_out, value.detach(), spatial_shapes, level_start_index, locations.detach(), weights.detach(), False),
+        (grad_out, value.detach(), spatial_shapes, level_start_index, locations.detach(), weights.detach(), "pytorch"),
     )
 
 

@@ -34,11 +34,14 @@ def failing_build(monkeypatch):
     return attempts
 
 
-def test_forced_pytorch_matches_auto_on_cpu(make_inputs):
+def test_auto_on_cpu_runs_the_selected_backend(make_inputs):
+    """auto = the CPU kernel when it was built before, else the PyTorch path; both agree with the PyTorch path."""
     inputs = make_inputs([(3, 4), (2, 2)])
-    forced = multi_scale_deformable_attention(*inputs, implementation="pytorch")
+    selected = dispatch.select_backend("auto", "cpu")
+    assert selected == ("cpu" if build.cpu_kernel_built() else "pytorch")
     auto = multi_scale_deformable_attention(*inputs, implementation="auto")
-    assert torch.equal(forced, auto)
+    assert torch.equal(auto, multi_scale_deformable_attention(*inputs, implementation=selected))
+    torch.testing.assert_close(auto, multi_scale_deformable_attention(*inputs, implementation="pytorch"))
 
 
 def test_forced_cuda_on_cpu_tensors_raises(make_inputs):
@@ -75,15 +78,35 @@ def test_invalid_names_are_rejected(monkeypatch):
         resolve_implementation()
 
 
-def test_auto_on_cpu_never_touches_the_build(make_inputs, monkeypatch):
-    def must_not_build(**kwargs):
-        raise AssertionError("auto mode with CPU tensors tried to build the kernel")
+def test_auto_on_cpu_never_compiles(make_inputs, monkeypatch, tmp_path):
+    """Without a CPU build in the cache, auto takes the PyTorch path: nothing is compiled, nothing is warned."""
 
+    def must_not_build(**kwargs):
+        raise AssertionError("auto mode with CPU tensors tried to build a kernel")
+
+    monkeypatch.setenv(build.BUILD_DIR_ENV, str(tmp_path))  # an empty cache
+    monkeypatch.setattr(build, "_cpu_kernel", None)
     monkeypatch.setattr(build, "load_kernel", must_not_build)
+    monkeypatch.setattr(build, "load_cpu_kernel", must_not_build)
+    assert dispatch.select_backend("auto", "cpu") == "pytorch"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         out = multi_scale_deformable_attention(*make_inputs([(2, 2)]))
     assert out.shape == (2, 5, 8)
+
+
+def test_forced_cpu_kernel_on_cuda_tensors_raises():
+    with pytest.raises(RuntimeError, match="'cpu' was requested.*device type 'cuda'"):
+        dispatch.select_backend("cpu", "cuda")
+
+
+def test_cpu_build_directory_is_keyed_by_torch_and_cpu(monkeypatch, tmp_path):
+    monkeypatch.setenv(build.BUILD_DIR_ENV, str(tmp_path))
+    directory = build.cpu_build_directory()
+    assert directory.parent == tmp_path / "ms_deform_attn"
+    assert torch.__version__.replace("+", "+") in directory.name and "-cpu" in directory.name
+    monkeypatch.setattr(build, "_cpu_signature", lambda: "another cpu")
+    assert build.cpu_build_directory() != directory
 
 
 def test_failing_build_warns_once_and_falls_back(failing_build):

@@ -1,4 +1,4 @@
-"""Just-in-time (and ahead-of-time) build of the multi-scale deformable attention CUDA kernel.
+"""Just-in-time (and ahead-of-time) builds of the multi-scale deformable attention CUDA and CPU kernels.
 
 The kernel is compiled with ``torch.utils.cpp_extension.load`` (ninja) the first time it is needed and cached in a
 directory keyed by the torch version, the CUDA version and the target GPU architectures, so a torch upgrade or a
@@ -8,6 +8,11 @@ Ahead of time (e.g. in a Docker image, on a machine with the CUDA toolkit)::
 
     python -m m2f_hf.ops                   # architectures of the visible GPUs
     python -m m2f_hf.ops --arch "8.0;9.0"  # no GPU needed; sets TORCH_CUDA_ARCH_LIST
+    python -m m2f_hf.ops --cpu             # the CPU kernel (a C++ compiler and ninja; about 30 s)
+
+The CPU kernel is compiled for the machine's own instruction set (``-march=native``), so its cache directory is keyed
+by the CPU model and flags as well. It is never built implicitly: ``auto`` uses it for CPU tensors once it has been
+built (by the command above, ``M2F_BUILD_CPU_KERNEL=1`` at install time, or ``implementation="cpu"``).
 
 Environment:
     ``M2F_DEFORM_ATTN_BUILD_DIR``: cache root to use instead of ``$XDG_CACHE_HOME/m2f_hf`` (``~/.cache/m2f_hf``).
@@ -32,6 +37,9 @@ EXTENSION_NAME = "m2f_hf_ms_deform_attn"
 BUILD_DIR_ENV = "M2F_DEFORM_ATTN_BUILD_DIR"
 CSRC_DIR = Path(__file__).resolve().parent / "csrc"
 SOURCES = ("ms_deform_attn.cpp", "ms_deform_attn_cuda.cu")
+CPU_EXTENSION_NAME = "m2f_hf_ms_deform_attn_cpu"
+CPU_SOURCES = ("ms_deform_attn_cpu.cpp",)
+CPU_FLAGS = ["-O3", "-march=native", "-fopenmp"]
 
 # Exceptions a toolkit-less machine, a compiler error or an ABI mismatch raise from cpp_extension.load: compiler
 # failures come as RuntimeError / CalledProcessError, a missing nvcc or unwritable cache as OSError, a broken .so as
@@ -142,18 +150,144 @@ def load_kernel(*, verbose: bool = False) -> ModuleType:
 
 
 def reset() -> None:
-    """Forget a loaded kernel or a remembered failure (tests, or after fixing the toolchain in a live session)."""
-    global _kernel, _failure
+    """Forget loaded kernels or remembered failures (tests, or after fixing the toolchain in a live session)."""
+    global _kernel, _failure, _cpu_kernel, _cpu_failure
     with _lock:
         _kernel = None
         _failure = None
+        _cpu_kernel = None
+        _cpu_failure = None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CPU kernel
+
+_cpu_kernel: ModuleType | None = None
+_cpu_failure: KernelUnavailableError | None = None
+
+
+def _cpu_signature() -> str:
+    """The CPU model and instruction-set flags (what ``-march=native`` compiles for)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        import platform
+
+        return f"{platform.machine()}-{platform.processor()}"
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "flags", "Features", "CPU part") and key not in fields:
+            fields[key] = value.strip()
+    return json.dumps(fields, sort_keys=True)
+
+
+def cpu_build_directory() -> Path:
+    """Cache directory of the CPU kernel for the current torch and CPU."""
+    import hashlib
+
+    root = os.environ.get(BUILD_DIR_ENV)
+    if root:
+        base = Path(root).expanduser()
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "m2f_hf"
+    cpu = hashlib.sha256(_cpu_signature().encode()).hexdigest()[:12]
+    key = re.sub(r"[^A-Za-z0-9._+-]", "_", f"torch{torch.__version__}-cpu{cpu}")
+    return base / "ms_deform_attn" / key
+
+
+def _cpu_sources_digest() -> str:
+    import hashlib
+
+    digest = hashlib.sha256(" ".join(CPU_FLAGS).encode())
+    for name in CPU_SOURCES:
+        digest.update((CSRC_DIR / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _built_cpu_library() -> Path | None:
+    """The CPU kernel's shared library when it was built from the current sources, else None."""
+    directory = cpu_build_directory()
+    library = directory / f"{CPU_EXTENSION_NAME}.so"
+    stamp = directory / "sources.sha256"
+    if library.is_file() and stamp.is_file() and stamp.read_text().strip() == _cpu_sources_digest():
+        return library
+    return None
+
+
+def cpu_kernel_built() -> bool:
+    """True when the CPU kernel has been built for this torch, CPU and source (nothing is compiled to find out)."""
+    return _cpu_kernel is not None or _built_cpu_library() is not None
+
+
+def _import_library(library: Path) -> ModuleType:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(CPU_EXTENSION_NAME, library)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_cpu_kernel(*, verbose: bool = False) -> ModuleType:
+    """Load the CPU extension, building it first when it is missing or its sources changed.
+
+    Raises:
+        KernelUnavailableError: no C++ compiler or ninja, or the build failed. Remembered like `load_kernel`'s.
+    """
+    global _cpu_kernel, _cpu_failure
+
+    with _lock:
+        if _cpu_kernel is not None:
+            return _cpu_kernel
+        if _cpu_failure is not None:
+            raise _cpu_failure
+        build_dir = cpu_build_directory()
+        library = _built_cpu_library()
+        try:
+            if library is not None:  # a finished build: import it without the extension builder (or its checks)
+                _cpu_kernel = _import_library(library)
+                return _cpu_kernel
+            from torch.utils import cpp_extension
+
+            if not cpp_extension.is_ninja_available():
+                raise OSError("ninja is not installed (pip install ninja)")
+            build_dir.mkdir(parents=True, exist_ok=True)
+            _cpu_kernel = cpp_extension.load(
+                name=CPU_EXTENSION_NAME,
+                sources=[str(CSRC_DIR / name) for name in CPU_SOURCES],
+                extra_cflags=CPU_FLAGS,
+                extra_ldflags=["-fopenmp"],
+                build_directory=str(build_dir),
+                verbose=verbose,
+            )
+            (build_dir / "sources.sha256").write_text(_cpu_sources_digest() + "\n")
+            return _cpu_kernel
+        except BUILD_EXCEPTIONS as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = f"building or loading in {build_dir} failed ({type(error).__name__}: {first_line})"
+        _cpu_failure = KernelUnavailableError(
+            f"m2f_hf multi-scale deformable attention CPU kernel unavailable: {reason}. "
+            "Build it with `python -m m2f_hf.ops --cpu --verbose` to see the full log (docs/kernel.md)."
+        )
+        raise _cpu_failure
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build the m2f_hf deformable attention CUDA kernel ahead of time.")
+    parser = argparse.ArgumentParser(description="Build the m2f_hf deformable attention kernels ahead of time.")
     parser.add_argument("--arch", help='architectures, e.g. "8.0;9.0" (sets TORCH_CUDA_ARCH_LIST)')
+    parser.add_argument("--cpu", action="store_true", help="build the CPU kernel instead of the CUDA one")
     parser.add_argument("--verbose", action="store_true", help="show the compiler commands and output")
     args = parser.parse_args(argv)
+    if args.cpu:
+        try:
+            module = load_cpu_kernel(verbose=args.verbose)
+        except KernelUnavailableError as error:
+            print(json.dumps({"built": False, "reason": str(error)}))
+            return 1
+        print(json.dumps({"built": True, "module": module.__file__, "build_dir": str(cpu_build_directory())}))
+        return 0
     if args.arch:
         os.environ["TORCH_CUDA_ARCH_LIST"] = args.arch
     try:

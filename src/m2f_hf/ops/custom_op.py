@@ -4,8 +4,9 @@
 autograd formula saves only the op's inputs: the backward op recomputes the sampling plan instead of keeping the
 ``(batch * heads, head_dim, queries, levels * points)`` sampled values alive, as grid_sample-based code does.
 
-``use_cuda_kernel`` is decided by the dispatcher (``dispatch.py``) before the call, so the op itself never guesses:
-True runs the compiled kernel (CUDA tensors only), False runs the PyTorch path on any device.
+``backend`` is decided by the dispatcher (``dispatch.py``) before the call, so the op itself never guesses:
+``"cuda"`` runs the compiled CUDA kernel (CUDA tensors), ``"cpu"`` the compiled CPU kernel (float32 / float64 CPU
+tensors; other dtypes take the PyTorch path), ``"pytorch"`` the PyTorch path on any device.
 """
 
 from __future__ import annotations
@@ -13,7 +14,20 @@ from __future__ import annotations
 import torch
 
 from . import pytorch_impl
-from .build import load_kernel
+from .build import load_cpu_kernel, load_kernel
+
+BACKENDS = ("cuda", "cpu", "pytorch")
+
+
+def _compiled(backend: str, value: torch.Tensor):
+    """The compiled extension to run, or None for the PyTorch path."""
+    if backend == "cuda":
+        return load_kernel()
+    if backend == "cpu" and value.dtype in (torch.float32, torch.float64):
+        return load_cpu_kernel()
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return None
 
 
 def _kernel_inputs(
@@ -42,19 +56,20 @@ def ms_deform_attn(
     level_start_index: torch.Tensor,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
-    use_cuda_kernel: bool,
+    backend: str,
 ) -> torch.Tensor:
     """Multi-scale deformable attention; `(batch, num_queries, num_heads * head_dim)` in `value`'s dtype."""
-    if use_cuda_kernel:
+    kernel = _compiled(backend, value)
+    if kernel is not None:
         args = _kernel_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-        return load_kernel().forward(*args)
+        return kernel.forward(*args)
     return pytorch_impl.ms_deform_attn_forward(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights
     )
 
 
 @ms_deform_attn.register_fake
-def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, use_cuda_kernel):
+def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, backend):
     batch, _, num_heads, head_dim = value.shape
     return value.new_empty((batch, sampling_locations.shape[1], num_heads * head_dim))
 
@@ -67,12 +82,13 @@ def ms_deform_attn_backward(
     level_start_index: torch.Tensor,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
-    use_cuda_kernel: bool,
+    backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of `value`, `sampling_locations`, `attention_weights`, each in its input's dtype."""
-    if use_cuda_kernel:
+    kernel = _compiled(backend, value)
+    if kernel is not None:
         args = _kernel_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-        grad_value, grad_locations, grad_weights = load_kernel().backward(grad_output.contiguous(), *args)
+        grad_value, grad_locations, grad_weights = kernel.backward(grad_output.contiguous().to(value.dtype), *args)
         return (
             grad_value,
             grad_locations.to(sampling_locations.dtype),
@@ -84,15 +100,15 @@ def ms_deform_attn_backward(
 
 
 @ms_deform_attn_backward.register_fake
-def _(grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, use_cuda_kernel):
+def _(grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, backend):
     return torch.empty_like(value), torch.empty_like(sampling_locations), torch.empty_like(attention_weights)
 
 
 def _setup_context(ctx, inputs, output):
-    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, use_cuda_kernel = inputs
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, backend = inputs
     # inputs only: the backward recomputes everything else
     ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    ctx.use_cuda_kernel = use_cuda_kernel
+    ctx.backend = backend
 
 
 def _backward(ctx, grad_output):
@@ -104,7 +120,7 @@ def _backward(ctx, grad_output):
         level_start_index,
         sampling_locations,
         attention_weights,
-        ctx.use_cuda_kernel,
+        ctx.backend,
     )
     return grad_value, None, None, grad_locations, grad_weights, None
 

@@ -1,14 +1,16 @@
-"""Choosing between the CUDA kernel and the PyTorch path, and the public entry point.
+"""Choosing between the compiled kernels and the PyTorch path, and the public entry point.
 
 Which implementation runs, in order of precedence:
 
 1. the ``implementation`` argument of :func:`multi_scale_deformable_attention` when it is not None;
-2. the environment variable ``M2F_DEFORM_ATTN`` (``auto`` / ``cuda`` / ``pytorch``);
+2. the environment variable ``M2F_DEFORM_ATTN`` (``auto`` / ``cuda`` / ``cpu`` / ``pytorch``);
 3. the process default set by :func:`set_default_implementation` (the model sets it from its config field
    ``deform_attn_implementation``); ``auto`` initially.
 
-``auto`` uses the kernel for CUDA tensors when it builds, otherwise the PyTorch path; a kernel that cannot be built
-produces one warning per process and never an exception. ``cuda`` means "the kernel or an error".
+``auto`` uses the CUDA kernel for CUDA tensors when it builds (built on first use), and the CPU kernel for CPU
+tensors when it has been built before (``python -m m2f_hf.ops --cpu``; never compiled implicitly); otherwise the
+PyTorch path. A kernel that fails to build or load produces one warning per process and never an exception.
+``cuda`` and ``cpu`` mean "that kernel (built now if needed) or an error".
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ from . import build
 from .custom_op import ms_deform_attn
 
 ENV_VAR = "M2F_DEFORM_ATTN"
-IMPLEMENTATIONS = ("auto", "cuda", "pytorch")
+IMPLEMENTATIONS = ("auto", "cuda", "cpu", "pytorch")
 
 _default_implementation = "auto"
 _fallback_warned = False
+_cpu_fallback_warned = False
 
 
 class KernelFallbackWarning(UserWarning):
-    """The CUDA kernel could not be built, so `auto` fell back to the PyTorch path."""
+    """A kernel could not be built or loaded, so `auto` fell back to the PyTorch path."""
 
 
 def _validate(name: str, source: str) -> str:
@@ -75,15 +78,42 @@ def kernel_available() -> bool:
     return True
 
 
+def cpu_kernel_ready() -> bool:
+    """True when the CPU kernel has been built before and loads; a built kernel that fails to load warns once."""
+    global _cpu_fallback_warned
+    if not build.cpu_kernel_built():
+        return False
+    try:
+        build.load_cpu_kernel()
+    except build.KernelUnavailableError as error:
+        if not _cpu_fallback_warned:
+            _cpu_fallback_warned = True
+            warnings.warn(
+                f"{error} Falling back to the PyTorch implementation; set {ENV_VAR}=pytorch to silence this warning.",
+                KernelFallbackWarning,
+                stacklevel=3,
+            )
+        return False
+    return True
+
+
 def select_backend(implementation: str | None, device_type: str) -> str:
-    """``"cuda"`` (compiled kernel) or ``"pytorch"`` for tensors on `device_type`.
+    """``"cuda"`` or ``"cpu"`` (compiled kernels) or ``"pytorch"`` for tensors on `device_type`.
 
     Raises:
-        RuntimeError: ``cuda`` was forced for non-CUDA tensors, or the kernel cannot be built (the error names why).
+        RuntimeError: a kernel was forced for tensors of another device, or it cannot be built (the error names why).
     """
     name = resolve_implementation(implementation)
     if name == "pytorch":
         return "pytorch"
+    if name == "cpu":
+        if device_type != "cpu":
+            raise RuntimeError(
+                f"multi-scale deformable attention implementation 'cpu' was requested (argument or {ENV_VAR}) but "
+                f"the inputs are on device type {device_type!r}; use 'auto' / 'cuda' / 'pytorch' for them."
+            )
+        build.load_cpu_kernel()  # raises KernelUnavailableError with the reason
+        return "cpu"
     if name == "cuda":
         if device_type != "cuda":
             raise RuntimeError(
@@ -92,15 +122,17 @@ def select_backend(implementation: str | None, device_type: str) -> str:
             )
         build.load_kernel()  # raises KernelUnavailableError with the reason
         return "cuda"
+    if device_type == "cpu":
+        return "cpu" if cpu_kernel_ready() else "pytorch"
     if device_type != "cuda":
         return "pytorch"
     return "cuda" if kernel_available() else "pytorch"
 
 
 @torch.compiler.assume_constant_result
-def _use_cuda_kernel(implementation: str | None, device_type: str) -> bool:
+def _backend(implementation: str | None, device_type: str) -> str:
     # evaluated once at trace time under torch.compile, so the build / environment lookup never enters a graph
-    return select_backend(implementation, device_type) == "cuda"
+    return select_backend(implementation, device_type)
 
 
 def _check_shapes(value, spatial_shapes, level_start_index, sampling_locations, attention_weights) -> None:
@@ -160,14 +192,12 @@ def multi_scale_deformable_attention(
         attention_weights (`torch.Tensor` of shape `(batch, num_queries, num_heads, num_levels, num_points)`):
             Weight of each sampled point.
         implementation (`str`, *optional*):
-            `"auto"`, `"cuda"` or `"pytorch"`; None defers to `M2F_DEFORM_ATTN`, then to
+            `"auto"`, `"cuda"`, `"cpu"` or `"pytorch"`; None defers to `M2F_DEFORM_ATTN`, then to
             `set_default_implementation`.
 
     Returns:
         `torch.Tensor` of shape `(batch, num_queries, num_heads * head_dim)` in `value`'s dtype.
     """
     _check_shapes(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    use_cuda_kernel = _use_cuda_kernel(implementation, value.device.type)
-    return ms_deform_attn(
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, use_cuda_kernel
-    )
+    backend = _backend(implementation, value.device.type)
+    return ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, backend)
