@@ -20,6 +20,27 @@ from .ops import multi_scale_deformable_attention
 from .position_encoding import sine_position_embedding
 
 
+class _SmallSoftmax(torch.autograd.Function):
+    """Softmax over a short last dimension (the levels x points of one head, 12 by default).
+
+    torch's softmax kernel is several times slower than plain reductions for rows this short; same formula
+    (exp(x - max) / sum), so the results agree to float rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, logits):
+        probs = (logits - logits.amax(-1, keepdim=True)).exp_()
+        probs = probs.div_(probs.sum(-1, keepdim=True))
+        ctx.save_for_backward(probs)
+        return probs
+
+    @staticmethod
+    def backward(ctx, grad):
+        (probs,) = ctx.saved_tensors
+        weighted = grad * probs
+        return weighted.sub_(probs * weighted.sum(-1, keepdim=True))
+
+
 class MultiScaleDeformableAttention(nn.Module):
     """Deformable attention over several feature levels: each query samples `num_points` locations per head and
     level around its reference point and takes their softmax-weighted sum."""
@@ -57,21 +78,28 @@ class MultiScaleDeformableAttention(nn.Module):
         num_keys = value_input.shape[1]
         heads, levels, points = self.num_heads, self.num_levels, self.num_points
         value = self.value_proj(value_input).view(batch, num_keys, heads, self.embed_dim // heads)
-        # Offsets and attention logits read the same query: one matrix product instead of two.
+        # Offsets and attention logits read the same query: one matrix product instead of two. Offsets are in
+        # pixels of each level and are normalised by its (width, height): dividing the offset rows of the weights
+        # and bias does that inside the product instead of in a pass over the (queries, heads, levels, points, 2)
+        # result.
         num_offsets = self.sampling_offsets.out_features
+        normalizer = spatial_shapes.flip(-1).to(query.dtype)  # (num_levels, 2) as (width, height)
+        normalizer = normalizer[None, :, None, :].expand(heads, levels, points, 2).reshape(num_offsets, 1)
         projected = F.linear(
             query,
-            torch.cat((self.sampling_offsets.weight, self.attention_weights.weight)),
-            torch.cat((self.sampling_offsets.bias, self.attention_weights.bias)),
+            torch.cat((self.sampling_offsets.weight / normalizer, self.attention_weights.weight)),
+            torch.cat((self.sampling_offsets.bias / normalizer[:, 0], self.attention_weights.bias)),
         )
         offsets = projected[..., :num_offsets].reshape(batch, num_queries, heads, levels, points, 2)
-        weights = projected[..., num_offsets:].reshape(batch, num_queries, heads, levels * points)
-        weights = weights.softmax(-1).view(batch, num_queries, heads, levels, points)
-        # Offsets are in pixels of each level: normalise by (width, height).
-        normalizer = spatial_shapes.flip(-1).to(offsets.dtype)  # (num_levels, 2) as (width, height)
-        locations = reference_points[None, :, None, None, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        logits = projected[..., num_offsets:].reshape(batch, num_queries, heads, levels * points)
+        weights = _SmallSoftmax.apply(logits).view(batch, num_queries, heads, levels, points)
+        locations = reference_points[None, :, None, None, None, :] + offsets
         output = multi_scale_deformable_attention(value, spatial_shapes, level_start_index, locations, weights)
         return self.output_proj(output), (weights if return_weights else None)
+
+
+# tokens per block of the inference FFN (a 4 MB hidden block at the default width of 1024)
+_FFN_CHUNK = 1024
 
 
 class DeformableEncoderLayer(GradientCheckpointingLayer):
@@ -118,9 +146,26 @@ class DeformableEncoderLayer(GradientCheckpointingLayer):
             return_weights=return_weights,
         )
         hidden_states = self.self_attn_layer_norm(hidden_states + F.dropout(attended, self.dropout, self.training))
-        ffn = self.fc2(F.dropout(self.activation(self.fc1(hidden_states)), self.dropout, self.training))
+        if (
+            torch.is_grad_enabled()
+            or (self.training and self.dropout > 0)
+            or torch.is_autocast_enabled(hidden_states.device.type)
+        ):
+            ffn = self.fc2(F.dropout(self.activation(self.fc1(hidden_states)), self.dropout, self.training))
+        else:
+            ffn = self._feed_forward_in_chunks(hidden_states)
         hidden_states = self.final_layer_norm(hidden_states + F.dropout(ffn, self.dropout, self.training))
         return hidden_states, weights
+
+    def _feed_forward_in_chunks(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The FFN without autograd, a block of tokens at a time: the 4x-wide hidden block is reused while warm in
+        memory instead of allocating (and first touching) one for all tokens. Same products row by row."""
+        flat = hidden_states.reshape(-1, hidden_states.shape[-1])
+        out = torch.empty_like(flat)
+        for start in range(0, flat.shape[0], _FFN_CHUNK):
+            hidden = self.activation(self.fc1(flat[start : start + _FFN_CHUNK]))
+            torch.addmm(self.fc2.bias, hidden, self.fc2.weight.t(), out=out[start : start + _FFN_CHUNK])
+        return out.view_as(hidden_states)
 
 
 @dataclass
