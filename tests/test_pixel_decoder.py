@@ -61,3 +61,33 @@ def test_offsets_normalised_inside_the_product_equal_dividing_afterwards():
             reference[None, :, None, None, None, :] + offsets / spatial_shapes.flip(-1)[None, None, None, :, None]
         )
     torch.testing.assert_close(captured["locations"], expected, atol=1e-6, rtol=1e-6)
+
+
+def test_blockwise_training_feed_forward_matches_autograd(monkeypatch):
+    """The training FFN keeps only its input and recomputes the hidden blocks: same values and gradients."""
+    monkeypatch.setattr(pixel_decoder, "_FFN_CHUNK", 7)
+    torch.manual_seed(0)
+    x = torch.randn(2, 11, 8, dtype=torch.float64, requires_grad=True)
+    fc1, fc2 = torch.nn.Linear(8, 16).double(), torch.nn.Linear(16, 8).double()
+    params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+    assert torch.autograd.gradcheck(pixel_decoder._BlockwiseReluFeedForward.apply, (x, *params))
+    blockwise = pixel_decoder._BlockwiseReluFeedForward.apply(x, *params)
+    plain = fc2(torch.relu(fc1(x)))
+    torch.testing.assert_close(blockwise, plain)
+    grad = torch.randn_like(plain)
+    got = torch.autograd.grad(blockwise, (x, *params), grad)
+    expected = torch.autograd.grad(plain, (x, *params), grad)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+
+
+def test_encoder_layer_keeps_no_hidden_activation_for_backward():
+    """With autograd the encoder FFN saves its input, not the 4x-wide hidden activation."""
+    layer = pixel_decoder.DeformableEncoderLayer(
+        embed_dim=16, num_heads=2, num_levels=1, num_points=2, ffn_dim=64, dropout=0.0, activation="relu"
+    ).train()
+    hidden = torch.randn(1, 20, 16, requires_grad=True)
+    saved_shapes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved_shapes.append(tuple(t.shape)) or t, lambda t: t):
+        layer(hidden, torch.zeros(1, 20, 16), torch.rand(20, 2), torch.tensor([[4, 5]]), torch.tensor([0]))
+    assert (1, 20, 64) not in saved_shapes and (20, 64) not in saved_shapes

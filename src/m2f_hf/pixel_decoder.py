@@ -98,8 +98,47 @@ class MultiScaleDeformableAttention(nn.Module):
         return self.output_proj(output), (weights if return_weights else None)
 
 
-# tokens per block of the inference FFN (a 4 MB hidden block at the default width of 1024)
+# tokens per block of the encoder FFN (a 4 MB hidden block at the default width of 1024)
 _FFN_CHUNK = 1024
+
+
+class _BlockwiseReluFeedForward(torch.autograd.Function):
+    """fc2(relu(fc1(x))) for training, a block of tokens at a time, keeping only `x` for backward.
+
+    The 4x-wide hidden activation is never stored for all tokens: the forward computes it block by block, and the
+    backward recomputes each block and consumes it at once (weight gradients accumulated over blocks). That saves
+    the largest tensor of each encoder layer (25 MB per layer for two 384x384 images) for one extra fc1 product,
+    and every large temporary of the plain formulation (bias broadcasts, the hidden gradient) becomes a block that
+    stays warm in memory.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight1, bias1, weight2, bias2):
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.empty_like(flat)
+        for start in range(0, flat.shape[0], _FFN_CHUNK):
+            hidden = torch.addmm(bias1, flat[start : start + _FFN_CHUNK], weight1.t()).relu_()
+            torch.addmm(bias2, hidden, weight2.t(), out=out[start : start + _FFN_CHUNK])
+        ctx.save_for_backward(x, weight1, bias1, weight2)
+        return out.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight1, bias1, weight2 = ctx.saved_tensors
+        flat = x.reshape(-1, x.shape[-1])
+        grad = grad.reshape(-1, grad.shape[-1])
+        grad_x = torch.empty_like(flat)
+        grad_weight1, grad_bias1 = torch.zeros_like(weight1), torch.zeros_like(bias1)
+        grad_weight2 = torch.zeros_like(weight2)
+        for start in range(0, flat.shape[0], _FFN_CHUNK):
+            block, block_grad = flat[start : start + _FFN_CHUNK], grad[start : start + _FFN_CHUNK]
+            hidden = torch.addmm(bias1, block, weight1.t()).relu_()
+            grad_weight2.addmm_(block_grad.t(), hidden)
+            grad_hidden = (block_grad @ weight2).mul_(hidden > 0)
+            grad_weight1.addmm_(grad_hidden.t(), block)
+            grad_bias1 += grad_hidden.sum(0)
+            torch.mm(grad_hidden, weight1, out=grad_x[start : start + _FFN_CHUNK])
+        return grad_x.view_as(x), grad_weight1, grad_bias1, grad_weight2, grad.sum(0)
 
 
 class DeformableEncoderLayer(GradientCheckpointingLayer):
@@ -146,20 +185,25 @@ class DeformableEncoderLayer(GradientCheckpointingLayer):
             return_weights=return_weights,
         )
         hidden_states = self.self_attn_layer_norm(hidden_states + F.dropout(attended, self.dropout, self.training))
-        if (
-            torch.is_grad_enabled()
-            or (self.training and self.dropout > 0)
-            or torch.is_autocast_enabled(hidden_states.device.type)
-        ):
-            ffn = self.fc2(F.dropout(self.activation(self.fc1(hidden_states)), self.dropout, self.training))
-        else:
-            ffn = self._feed_forward_in_chunks(hidden_states)
+        ffn = self._feed_forward(hidden_states)
         hidden_states = self.final_layer_norm(hidden_states + F.dropout(ffn, self.dropout, self.training))
         return hidden_states, weights
 
-    def _feed_forward_in_chunks(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """The FFN without autograd, a block of tokens at a time: the 4x-wide hidden block is reused while warm in
-        memory instead of allocating (and first touching) one for all tokens. Same products row by row."""
+    def _feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """fc2(activation(fc1(x))), a block of tokens at a time where the arithmetic allows (ReLU, no dropout, no
+        autocast): with autograd through `_BlockwiseReluFeedForward`, without it into a preallocated output. The
+        same row-by-row products as the plain formulation."""
+        plain = (
+            (self.training and self.dropout > 0)
+            or torch.is_autocast_enabled(hidden_states.device.type)
+            or self.activation is not F.relu_
+        )
+        if plain:
+            return self.fc2(F.dropout(self.activation(self.fc1(hidden_states)), self.dropout, self.training))
+        if torch.is_grad_enabled() and (hidden_states.requires_grad or self.fc1.weight.requires_grad):
+            return _BlockwiseReluFeedForward.apply(
+                hidden_states, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias
+            )
         flat = hidden_states.reshape(-1, hidden_states.shape[-1])
         out = torch.empty_like(flat)
         for start in range(0, flat.shape[0], _FFN_CHUNK):
