@@ -21,6 +21,8 @@ import time
 
 import torch
 
+from m2f_hf.ops.dispatch import select_backend
+
 
 def build_pair(backbone: str, seed: int = 0):
     from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig, SwinConfig
@@ -120,7 +122,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument(
+        "--deform-attn",
+        choices=["auto", "cpu", "cuda", "pytorch"],
+        default=None,
+        help="our deformable attention implementation (sets M2F_DEFORM_ATTN; default: the environment's or auto)",
+    )
     args = parser.parse_args()
+    if args.deform_attn:
+        os.environ["M2F_DEFORM_ATTN"] = args.deform_attn  # read at each call; inherited by worker processes
     torch.set_num_threads(args.threads)
 
     ours, reference = build_pair(args.backbone)
@@ -155,6 +165,7 @@ def main() -> None:
         "ours_stages_s": median_stages("ours"),
         "transformers_stages_s": median_stages("transformers"),
         "max_abs_mask_logit_diff": diff.item(),
+        "ours_deform_attn": select_backend(None, pixel_values.device.type),
     }
     result["speedup"] = result["transformers_s"] / result["ours_s"]
     result["stage_speedup"] = {

@@ -25,6 +25,8 @@ import time
 
 import torch
 
+from m2f_hf.ops.dispatch import select_backend
+
 IMAGE_SIZE = 384
 BATCH = 2
 MASKS_PER_IMAGE = 10
@@ -188,7 +190,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--worker", choices=["ours", "transformers"], help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--deform-attn",
+        choices=["auto", "cpu", "cuda", "pytorch"],
+        default=None,
+        help="our deformable attention implementation (sets M2F_DEFORM_ATTN; default: the environment's or auto)",
+    )
     args = parser.parse_args()
+    if args.deform_attn:
+        os.environ["M2F_DEFORM_ATTN"] = args.deform_attn  # read at each call; inherited by worker processes
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
@@ -215,6 +225,7 @@ def main() -> None:
         "image_size": IMAGE_SIZE,
         "batch": BATCH,
         "masks_per_image": MASKS_PER_IMAGE,
+        "ours_deform_attn": select_backend(None, args.device.split(":")[0]),
         "ours": ours,
         "transformers": reference,
         "speedup": reference["step_s"] / ours["step_s"],

@@ -66,7 +66,8 @@ def importance_sample_points(
     with torch.no_grad():
         candidates = torch.rand(num_masks, num_candidates, 2, device=logits.device)
         scores = uncertainty(point_sample(logits, candidates))[:, 0]  # (num_masks, num_candidates)
-        top = scores.topk(num_uncertain, dim=1).indices  # (num_masks, num_uncertain)
+        # which points, not their order, matters (the losses average over points): unsorted is twice as fast
+        top = scores.topk(num_uncertain, dim=1, sorted=False).indices  # (num_masks, num_uncertain)
         points = torch.gather(candidates, 1, top.unsqueeze(-1).expand(-1, -1, 2))
         if num_random > 0:
             points = torch.cat([points, torch.rand(num_masks, num_random, 2, device=logits.device)], dim=1)
