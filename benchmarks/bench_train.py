@@ -5,7 +5,11 @@ ResNet-50 backbone (random init, no download), 384x384 images, batch 2, 10 rando
 implementation runs in its own subprocess so that its peak RSS (`ru_maxrss`) is its own; both load the same converted
 weights from disk. Also reported: bytes of tensors saved for backward (`saved_tensors_hooks`) in one forward + loss.
 
-    python benchmarks/bench_train.py [--steps 3] [--warmup 1] [--threads N] [--device cpu|cuda]
+    python benchmarks/bench_train.py [--steps 3] [--warmup 1] [--rounds 1] [--threads N] [--device cpu|cuda]
+
+With `--rounds R` the two workers run R times, alternately (transformers, ours, transformers, ...), so that both see
+the same drift of a shared machine; step times are the median over all rounds' steps, peak RSS the median of the
+rounds' peaks (every round's figures are kept under "rounds").
 
 Prints one JSON line: per implementation the median step time, forward / loss / backward split of the last step, peak
 RSS (and peak CUDA memory on a GPU), saved-tensor bytes, and the ratios ours / transformers.
@@ -186,6 +190,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1, help="alternating worker runs per implementation")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--worker", choices=["ours", "transformers"], help=argparse.SUPPRESS)
@@ -207,16 +212,25 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as directory:
         prepare(directory)
-        results = {}
-        for impl in ("transformers", "ours"):
-            command = [sys.executable, __file__, "--worker", impl, "--dir", directory, "--steps", str(args.steps)]
-            command += ["--warmup", str(args.warmup), "--device", args.device]
-            if args.threads:
-                command += ["--threads", str(args.threads)]
-            output = subprocess.run(command, capture_output=True, text=True, check=False)
-            if output.returncode != 0:
-                raise SystemExit(f"{impl} worker failed:\n{output.stderr[-3000:]}")
-            results[impl] = json.loads(output.stdout.strip().splitlines()[-1])
+        rounds = {"transformers": [], "ours": []}
+        for _ in range(args.rounds):
+            for impl in ("transformers", "ours"):
+                command = [sys.executable, __file__, "--worker", impl, "--dir", directory, "--steps", str(args.steps)]
+                command += ["--warmup", str(args.warmup), "--device", args.device]
+                if args.threads:
+                    command += ["--threads", str(args.threads)]
+                output = subprocess.run(command, capture_output=True, text=True, check=False)
+                if output.returncode != 0:
+                    raise SystemExit(f"{impl} worker failed:\n{output.stderr[-3000:]}")
+                rounds[impl].append(json.loads(output.stdout.strip().splitlines()[-1]))
+    results = {}
+    for impl, runs in rounds.items():
+        merged = dict(runs[-1])
+        merged["step_s"] = statistics.median(step for run in runs for step in run["steps_s"])
+        merged["steps_s"] = [step for run in runs for step in run["steps_s"]]
+        merged["peak_rss_bytes"] = statistics.median(run["peak_rss_bytes"] for run in runs)
+        merged["peak_rss_bytes_per_round"] = [run["peak_rss_bytes"] for run in runs]
+        results[impl] = merged
     ours, reference = results["ours"], results["transformers"]
     summary = {
         "benchmark": "train_step",
@@ -225,6 +239,7 @@ def main() -> None:
         "image_size": IMAGE_SIZE,
         "batch": BATCH,
         "masks_per_image": MASKS_PER_IMAGE,
+        "rounds": args.rounds,
         "ours_deform_attn": select_backend(None, args.device.split(":")[0]),
         "ours": ours,
         "transformers": reference,
