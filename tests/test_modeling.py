@@ -421,3 +421,20 @@ def test_resized_mask_logits_equal_the_full_resize(size):
         target = (size[0] // factor, size[1] // factor)
         expected = F.interpolate(full, size=target, mode="bilinear", align_corners=False)
         assert torch.equal(_resized_mask_logits(embeddings, features, target), expected), factor
+
+
+def test_mask_logits_backward_skipping_zero_rows_equals_dense_products():
+    """Only matched queries get mask gradients; the backward multiplies just those rows, with the same result."""
+    from m2f_hf.transformer_decoder import _mask_logits
+
+    torch.manual_seed(0)
+    embeddings = torch.randn(2, 7, 5, dtype=torch.float64, requires_grad=True)
+    features = torch.randn(2, 5, 4, 6, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(2, 7, 4, 6, dtype=torch.float64)
+    grad[0, [1, 2, 5]] = 0  # unmatched queries
+    grad[1] = 0  # an image without targets
+    sparse = torch.autograd.grad(_mask_logits(embeddings, features), (embeddings, features), grad)
+    dense = torch.autograd.grad(torch.einsum("bqc,bchw->bqhw", embeddings, features), (embeddings, features), grad)
+    for got, expected in zip(sparse, dense):
+        torch.testing.assert_close(got, expected)
+    assert torch.autograd.gradcheck(_mask_logits, (embeddings, features))

@@ -161,11 +161,53 @@ class TransformerDecoderOutput:
     attentions: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
 
 
+class _MaskLogitsSparseBackward(torch.autograd.Function):
+    """`bmm(embeddings, mask_features)` whose backward skips the queries that get no gradient.
+
+    In training the mask losses reach only the matched queries (a few of the 100 per image): every other row of
+    the incoming (B, Q, H*W) gradient is exactly zero, and so is its contribution to both input gradients. The
+    backward multiplies only the nonzero rows; the result is the same as the dense products'.
+    """
+
+    @staticmethod
+    def forward(ctx, embeddings, flat_features):  # (B, Q, C), (B, C, H*W)
+        ctx.save_for_backward(embeddings, flat_features)
+        return torch.bmm(embeddings, flat_features)
+
+    @staticmethod
+    def backward(ctx, grad):
+        embeddings, flat_features = ctx.saved_tensors
+        need_embeddings, need_features = ctx.needs_input_grad
+        live = grad.abs().amax(-1) != 0  # (B, Q): queries with any gradient (NaN counts as gradient)
+        if torch.compiler.is_compiling() or bool(live.all()):
+            grad_embeddings = torch.bmm(grad, flat_features.transpose(1, 2)) if need_embeddings else None
+            grad_features = torch.bmm(embeddings.transpose(1, 2), grad) if need_features else None
+            return grad_embeddings, grad_features
+        grad_embeddings = torch.zeros_like(embeddings) if need_embeddings else None
+        grad_features = torch.empty_like(flat_features) if need_features else None
+        for image in range(grad.shape[0]):
+            rows = live[image].nonzero().flatten()
+            if rows.numel() == 0:
+                if need_features:
+                    grad_features[image].zero_()
+                continue
+            block = grad[image].index_select(0, rows)  # (n, H*W)
+            if need_embeddings:
+                grad_embeddings[image].index_copy_(0, rows, block @ flat_features[image].t())
+            if need_features:
+                torch.mm(embeddings[image].index_select(0, rows).t(), block, out=grad_features[image])
+        return grad_embeddings, grad_features
+
+
 def _mask_logits(embeddings: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
     """(B, Q, C) mask embeddings x (B, C, H, W) per-pixel embeddings -> (B, Q, H, W) logits."""
     batch, channels, height, width = mask_features.shape
     # (B, Q, C) @ (B, C, H*W) -> (B, Q, H*W); a plain bmm avoids the copy einsum makes of its output
-    masks = torch.bmm(embeddings, mask_features.reshape(batch, channels, height * width))
+    flat = mask_features.reshape(batch, channels, height * width)
+    if torch.is_grad_enabled() and (embeddings.requires_grad or flat.requires_grad):
+        masks = _MaskLogitsSparseBackward.apply(embeddings, flat)
+    else:
+        masks = torch.bmm(embeddings, flat)
     return masks.view(batch, -1, height, width)
 
 
