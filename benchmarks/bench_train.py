@@ -6,6 +6,9 @@ implementation runs in its own subprocess so that its peak RSS (`ru_maxrss`) is 
 weights from disk. Also reported: bytes of tensors saved for backward (`saved_tensors_hooks`) in one forward + loss.
 
     python benchmarks/bench_train.py [--steps 3] [--warmup 1] [--rounds 1] [--threads N] [--device cpu|cuda]
+                                     [--image-size 384] [--batch 2] [--amp no|bf16] [--deform-attn IMPL]
+    # GPU memory per image at the paper's crop (scripts/gpu_check.sh):
+    python benchmarks/bench_train.py --device cuda --image-size 1024 --batch 2 --amp bf16 --steps 2
 
 With `--rounds R` the two workers run R times, alternately (transformers, ours, transformers, ...), so that both see
 the same drift of a shared machine; step times are the median over all rounds' steps, peak RSS the median of the
@@ -50,7 +53,7 @@ def transformers_config():
     return Mask2FormerConfig(backbone_config=backbone, num_labels=NUM_LABELS, use_pretrained_backbone=False)
 
 
-def prepare(directory: str) -> None:
+def prepare(directory: str, image_size: int = IMAGE_SIZE, batch: int = BATCH) -> None:
     """Save a random transformers model and its conversion to ours, plus one batch."""
     from transformers import Mask2FormerForUniversalSegmentation
 
@@ -65,14 +68,14 @@ def prepare(directory: str) -> None:
     ours.save_pretrained(os.path.join(directory, "ours"))
 
     generator = torch.Generator().manual_seed(1)
-    pixel_values = torch.randn(BATCH, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
+    pixel_values = torch.randn(batch, 3, image_size, image_size, generator=generator)
     mask_labels, class_labels = [], []
-    for _ in range(BATCH):
+    for _ in range(batch):
         # random rectangles: a realistic mix of sizes, and no empty mask
-        masks = torch.zeros(MASKS_PER_IMAGE, IMAGE_SIZE, IMAGE_SIZE)
+        masks = torch.zeros(MASKS_PER_IMAGE, image_size, image_size)
         for mask in masks:
-            top, left = torch.randint(0, IMAGE_SIZE - 32, (2,), generator=generator).tolist()
-            height, width = torch.randint(16, IMAGE_SIZE // 2, (2,), generator=generator).tolist()
+            top, left = torch.randint(0, image_size - 32, (2,), generator=generator).tolist()
+            height, width = torch.randint(16, image_size // 2, (2,), generator=generator).tolist()
             mask[top : top + height, left : left + width] = 1
         mask_labels.append(masks)
         class_labels.append(torch.randint(0, NUM_LABELS, (MASKS_PER_IMAGE,), generator=generator))
@@ -100,7 +103,7 @@ def saved_tensor_bytes(model, batch) -> int:
     return sum(storages.values())
 
 
-def worker(impl: str, directory: str, steps: int, warmup: int, device: str) -> dict:
+def worker(impl: str, directory: str, steps: int, warmup: int, device: str, amp: str = "no") -> dict:
     if impl == "ours":
         from m2f_hf import M2FForUniversalSegmentation as Model
     else:
@@ -127,10 +130,14 @@ def worker(impl: str, directory: str, steps: int, warmup: int, device: str) -> d
         torch.manual_seed(step)
         sync()
         start = time.perf_counter()
-        outputs = model(pixel_values=batch["pixel_values"], output_auxiliary_logits=True)
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=amp == "bf16"):
+            outputs = model(pixel_values=batch["pixel_values"], output_auxiliary_logits=True)
+        autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=amp == "bf16")
         sync()
         forward_end = time.perf_counter()
-        # the loss alone, from the same outputs (transformers exposes it as get_loss_dict, ours as the criterion)
+        # the loss alone, from the same outputs (transformers exposes it as get_loss_dict, ours as the criterion),
+        # under the same autocast as the forward (as a mixed-precision training loop runs it)
+        autocast.__enter__()
         if impl == "ours":
             model.criterion = model.criterion or model.build_criterion()
             aux = [
@@ -153,6 +160,7 @@ def worker(impl: str, directory: str, steps: int, warmup: int, device: str) -> d
                 outputs.auxiliary_logits,
             )
         loss = sum(loss_dict.values())
+        autocast.__exit__(None, None, None)
         sync()
         loss_end = time.perf_counter()
         loss.backward()
@@ -191,6 +199,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=1, help="alternating worker runs per implementation")
+    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="square image side (GPU check: 1024)")
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--amp", choices=["no", "bf16"], default="no", help="bf16 autocast for the forward")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--worker", choices=["ours", "transformers"], help=argparse.SUPPRESS)
@@ -207,16 +218,16 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.dir, args.steps, args.warmup, args.device)))
+        print(json.dumps(worker(args.worker, args.dir, args.steps, args.warmup, args.device, args.amp)))
         return
 
     with tempfile.TemporaryDirectory() as directory:
-        prepare(directory)
+        prepare(directory, args.image_size, args.batch)
         rounds = {"transformers": [], "ours": []}
         for _ in range(args.rounds):
             for impl in ("transformers", "ours"):
                 command = [sys.executable, __file__, "--worker", impl, "--dir", directory, "--steps", str(args.steps)]
-                command += ["--warmup", str(args.warmup), "--device", args.device]
+                command += ["--warmup", str(args.warmup), "--device", args.device, "--amp", args.amp]
                 if args.threads:
                     command += ["--threads", str(args.threads)]
                 output = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -236,10 +247,11 @@ def main() -> None:
         "benchmark": "train_step",
         "device": args.device,
         "threads": torch.get_num_threads() if not args.threads else args.threads,
-        "image_size": IMAGE_SIZE,
-        "batch": BATCH,
+        "image_size": args.image_size,
+        "batch": args.batch,
         "masks_per_image": MASKS_PER_IMAGE,
         "rounds": args.rounds,
+        "amp": args.amp,
         "ours_deform_attn": select_backend(None, args.device.split(":")[0]),
         "ours": ours,
         "transformers": reference,
@@ -250,6 +262,10 @@ def main() -> None:
     }
     if "peak_cuda_bytes" in ours:
         summary["peak_cuda_ratio"] = ours["peak_cuda_bytes"] / reference["peak_cuda_bytes"]
+        # the paper reports training memory per image (about 6 GB at 1024x1024)
+        summary["peak_cuda_gib_per_image"] = {
+            name: result["peak_cuda_bytes"] / args.batch / 2**30 for name, result in results.items()
+        }
     print(json.dumps(summary))
 
 

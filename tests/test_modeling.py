@@ -438,3 +438,19 @@ def test_mask_logits_backward_skipping_zero_rows_equals_dense_products():
     for got, expected in zip(sparse, dense):
         torch.testing.assert_close(got, expected)
     assert torch.autograd.gradcheck(_mask_logits, (embeddings, features))
+
+
+@pytest.mark.parametrize("deform_attn_fp32", [True, False])
+def test_training_step_under_bf16_autocast(deform_attn_fp32):
+    """Mixed-precision training (accelerate's --mixed_precision bf16): forward and loss under autocast, backward."""
+    torch.manual_seed(0)
+    model = M2FForUniversalSegmentation(tiny_config(deform_attn_fp32=deform_attn_fp32)).train()
+    pixel_values = torch.randn(2, 3, 64, 64)
+    mask_labels = [(torch.rand(3, 64, 64) > 0.5).float() for _ in range(2)]
+    class_labels = [torch.tensor([0, 1, 2]), torch.tensor([1, 1, 0])]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(pixel_values=pixel_values, mask_labels=mask_labels, class_labels=class_labels).loss
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert all(g.dtype == torch.float32 for g in grads)

@@ -176,7 +176,18 @@ class _MaskLogitsSparseBackward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        embeddings, flat_features = ctx.saved_tensors
+        saved_embeddings, saved_features = ctx.saved_tensors
+        # under autocast the product ran in half precision: differentiate in that precision, return input dtypes
+        embeddings, flat_features = saved_embeddings.to(grad.dtype), saved_features.to(grad.dtype)
+        grad_embeddings, grad_features = _MaskLogitsSparseBackward._gradients(ctx, grad, embeddings, flat_features)
+        if grad_embeddings is not None:
+            grad_embeddings = grad_embeddings.to(saved_embeddings.dtype)
+        if grad_features is not None:
+            grad_features = grad_features.to(saved_features.dtype)
+        return grad_embeddings, grad_features
+
+    @staticmethod
+    def _gradients(ctx, grad, embeddings, flat_features):
         need_embeddings, need_features = ctx.needs_input_grad
         live = grad.abs().amax(-1) != 0  # (B, Q): queries with any gradient (NaN counts as gradient)
         if torch.compiler.is_compiling() or bool(live.all()):
