@@ -3,8 +3,9 @@
 #
 #   scripts/gpu_check.sh [OUTPUT_DIR]      # default: $OUT if set, else ./gpu_check_out
 #
-# Steps: environment report -> kernel build (JIT, cached) -> `pytest -m cuda tests/ops` -> kernel benchmark.
-# Every step runs under its own time limit inside an overall budget (< 8 minutes), a failing step does not stop the
+# Steps: environment report -> kernel build (JIT, cached) -> `pytest -m cuda tests/ops` -> kernel benchmark ->
+# training memory per 1024x1024 image (issue 4; the paper reports about 6 GB).
+# Every step runs under its own time limit inside an overall budget (< 9 minutes), a failing step does not stop the
 # following ones, and OUTPUT_DIR/summary.json records each step's exit status, duration and log file.
 # Assumes the package is importable (`pip install -e .` done) or falls back to PYTHONPATH=src.
 set -u
@@ -16,7 +17,7 @@ mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 cd "$REPO" || exit 1
 
-TOTAL_BUDGET_S=${GPU_CHECK_BUDGET_S:-450}
+TOTAL_BUDGET_S=${GPU_CHECK_BUDGET_S:-540}
 PYTHON=${PYTHON:-python}
 STEPS_FILE="$OUT_DIR/steps.tsv"
 : >"$STEPS_FILE"
@@ -60,6 +61,9 @@ run_step build 240 "$PYTHON" -m m2f_hf.ops --verbose
 run_step tests 150 "$PYTHON" -m pytest -m cuda tests/ops -q -rs -p no:cacheprovider --junitxml="$OUT_DIR/tests.xml"
 run_step benchmark 150 "$PYTHON" benchmarks/bench_deform_attn.py --quick
 grep '^{' "$OUT_DIR/benchmark.log" >"$OUT_DIR/benchmark.jsonl" 2>/dev/null
+run_step train_memory 150 "$PYTHON" benchmarks/bench_train.py --device cuda --image-size 1024 --batch 2 --amp bf16 \
+  --steps 2 --warmup 1
+grep '^{' "$OUT_DIR/train_memory.log" >"$OUT_DIR/train_memory.jsonl" 2>/dev/null
 
 "$PYTHON" - "$OUT_DIR" <<'PY'
 import json, pathlib, sys
@@ -83,6 +87,14 @@ bench = out / "benchmark.jsonl"
 if bench.exists():
     rows = [json.loads(l) for l in bench.read_text().splitlines() if l.strip()]
     summary["benchmark"] = rows[-1] if rows else None
+train = out / "train_memory.jsonl"
+if train.exists():
+    rows = [json.loads(l) for l in train.read_text().splitlines() if l.strip()]
+    if rows:
+        row = rows[-1]
+        summary["train_memory"] = {
+            key: row.get(key) for key in ("peak_cuda_gib_per_image", "peak_cuda_ratio", "speedup", "image_size", "batch")
+        }
 (out / "summary.json").write_text(json.dumps(summary, indent=2))
 print(json.dumps({"ok": summary["ok"], "steps": {k: v["status"] for k, v in steps.items()}}))
 PY
