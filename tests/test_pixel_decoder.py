@@ -63,31 +63,75 @@ def test_offsets_normalised_inside_the_product_equal_dividing_afterwards():
     torch.testing.assert_close(captured["locations"], expected, atol=1e-6, rtol=1e-6)
 
 
-def test_blockwise_training_feed_forward_matches_autograd(monkeypatch):
-    """The training FFN keeps only its input and recomputes the hidden blocks: same values and gradients."""
+def test_blockwise_training_norm_and_feed_forward_match_autograd(monkeypatch):
+    """In training, norm + FFN + residual keep only their input and recompute blocks: same values and gradients."""
     monkeypatch.setattr(pixel_decoder, "_FFN_CHUNK", 7)
     torch.manual_seed(0)
     x = torch.randn(2, 11, 8, dtype=torch.float64, requires_grad=True)
+    norm = torch.nn.LayerNorm(8).double()
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
     fc1, fc2 = torch.nn.Linear(8, 16).double(), torch.nn.Linear(16, 8).double()
-    params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
-    assert torch.autograd.gradcheck(pixel_decoder._BlockwiseReluFeedForward.apply, (x, *params))
-    blockwise = pixel_decoder._BlockwiseReluFeedForward.apply(x, *params)
-    plain = fc2(torch.relu(fc1(x)))
-    torch.testing.assert_close(blockwise, plain)
+    params = (norm.weight, norm.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+
+    def blockwise(x, norm_weight, norm_bias, weight1, bias1, weight2, bias2):
+        return pixel_decoder._BlockwiseNormFeedForward.apply(
+            x, norm_weight, norm_bias, norm.eps, weight1, bias1, weight2, bias2
+        )
+
+    assert torch.autograd.gradcheck(blockwise, (x, *params))
+    got_out = blockwise(x, *params)
+    normed = norm(x)
+    plain = normed + fc2(torch.relu(fc1(normed)))
+    torch.testing.assert_close(got_out, plain)
     grad = torch.randn_like(plain)
-    got = torch.autograd.grad(blockwise, (x, *params), grad)
+    got = torch.autograd.grad(got_out, (x, *params), grad)
     expected = torch.autograd.grad(plain, (x, *params), grad)
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e)
 
 
-def test_encoder_layer_keeps_no_hidden_activation_for_backward():
-    """With autograd the encoder FFN saves its input, not the 4x-wide hidden activation."""
+def test_encoder_layer_keeps_neither_norm_output_nor_hidden_activation_for_backward():
+    """With autograd the encoder layer's second half saves its input, not the normalised tokens or the FFN hidden."""
+    torch.manual_seed(0)
     layer = pixel_decoder.DeformableEncoderLayer(
         embed_dim=16, num_heads=2, num_levels=1, num_points=2, ffn_dim=64, dropout=0.0, activation="relu"
     ).train()
     hidden = torch.randn(1, 20, 16, requires_grad=True)
-    saved_shapes = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved_shapes.append(tuple(t.shape)) or t, lambda t: t):
-        layer(hidden, torch.zeros(1, 20, 16), torch.rand(20, 2), torch.tensor([[4, 5]]), torch.tensor([0]))
-    assert (1, 20, 64) not in saved_shapes and (20, 64) not in saved_shapes
+    args = (torch.zeros(1, 20, 16), torch.rand(20, 2), torch.tensor([[4, 5]]), torch.tensor([0]))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out, _ = layer(hidden, *args)
+    assert not any(t.shape[-1] == 64 and t.dim() >= 2 and t.numel() >= 20 * 64 for t in saved)
+    normed = layer.self_attn_layer_norm(
+        hidden
+        + layer.self_attn(hidden, hidden, reference_points=args[1], spatial_shapes=args[2], level_start_index=args[3])[
+            0
+        ]
+    )
+    assert not any(t.shape == normed.shape and torch.equal(t, normed.detach()) for t in saved)
+
+
+def test_encoder_layer_gradients_equal_the_plain_formulation(monkeypatch):
+    monkeypatch.setattr(pixel_decoder, "_FFN_CHUNK", 6)
+    torch.manual_seed(0)
+    layer = pixel_decoder.DeformableEncoderLayer(
+        embed_dim=16, num_heads=2, num_levels=1, num_points=2, ffn_dim=64, dropout=0.0, activation="relu"
+    ).train()
+    hidden = torch.randn(2, 20, 16, requires_grad=True)
+    args = (torch.randn(1, 20, 16), torch.rand(20, 2), torch.tensor([[4, 5]]), torch.tensor([0]))
+
+    def run():
+        layer.zero_grad()
+        hidden.grad = None
+        out, _ = layer(hidden, *args)
+        out.square().sum().backward()
+        return out.detach(), hidden.grad.clone(), {n: p.grad.clone() for n, p in layer.named_parameters()}
+
+    blockwise = run()
+    monkeypatch.setattr(layer, "_blockwise_training", lambda residual: False)
+    plain = run()
+    torch.testing.assert_close(blockwise[0], plain[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(blockwise[1], plain[1], atol=1e-5, rtol=1e-5)
+    for name in plain[2]:
+        torch.testing.assert_close(blockwise[2][name], plain[2][name], atol=1e-4, rtol=1e-4, msg=name)

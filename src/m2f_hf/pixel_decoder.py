@@ -102,43 +102,62 @@ class MultiScaleDeformableAttention(nn.Module):
 _FFN_CHUNK = 1024
 
 
-class _BlockwiseReluFeedForward(torch.autograd.Function):
-    """fc2(relu(fc1(x))) for training, a block of tokens at a time, keeping only `x` for backward.
+class _BlockwiseNormFeedForward(torch.autograd.Function):
+    """h + fc2(relu(fc1(h))) with h = LayerNorm(x), for training, a block of tokens at a time, keeping only `x`.
 
-    The 4x-wide hidden activation is never stored for all tokens: the forward computes it block by block, and the
-    backward recomputes each block and consumes it at once (weight gradients accumulated over blocks). That saves
-    the largest tensor of each encoder layer (25 MB per layer for two 384x384 images) for one extra fc1 product,
+    The post-norm layer's second half up to the final norm. Neither the normalised `h` nor the 4x-wide hidden
+    activation is stored for all tokens: the forward computes them block by block, and the backward recomputes each
+    block and consumes it at once (weight gradients accumulated over blocks). That saves the two largest tensors of
+    each encoder layer's backward (31 MB per layer for two 384x384 images) for one extra fc1 product and layer norm,
     and every large temporary of the plain formulation (bias broadcasts, the hidden gradient) becomes a block that
     stays warm in memory.
     """
 
     @staticmethod
-    def forward(ctx, x, weight1, bias1, weight2, bias2):
-        flat = x.reshape(-1, x.shape[-1])
+    def forward(ctx, x, norm_weight, norm_bias, eps, weight1, bias1, weight2, bias2):
+        channels = x.shape[-1]
+        flat = x.reshape(-1, channels)
         out = torch.empty_like(flat)
         for start in range(0, flat.shape[0], _FFN_CHUNK):
-            hidden = torch.addmm(bias1, flat[start : start + _FFN_CHUNK], weight1.t()).relu_()
-            torch.addmm(bias2, hidden, weight2.t(), out=out[start : start + _FFN_CHUNK])
-        ctx.save_for_backward(x, weight1, bias1, weight2)
+            block = slice(start, start + _FFN_CHUNK)
+            normed = F.layer_norm(flat[block], (channels,), norm_weight, norm_bias, eps)
+            hidden = torch.addmm(bias1, normed, weight1.t()).relu_()
+            torch.addmm(bias2, hidden, weight2.t(), out=out[block]).add_(normed)
+        ctx.eps = eps
+        ctx.save_for_backward(x, norm_weight, norm_bias, weight1, bias1, weight2)
         return out.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight1, bias1, weight2 = ctx.saved_tensors
-        flat = x.reshape(-1, x.shape[-1])
-        grad = grad.reshape(-1, grad.shape[-1])
+        x, norm_weight, norm_bias, weight1, bias1, weight2 = ctx.saved_tensors
+        channels = x.shape[-1]
+        flat = x.reshape(-1, channels)
+        grad = grad.reshape(-1, channels)
         grad_x = torch.empty_like(flat)
+        grad_norm_weight, grad_norm_bias = torch.zeros_like(norm_weight), torch.zeros_like(norm_bias)
         grad_weight1, grad_bias1 = torch.zeros_like(weight1), torch.zeros_like(bias1)
         grad_weight2 = torch.zeros_like(weight2)
         for start in range(0, flat.shape[0], _FFN_CHUNK):
-            block, block_grad = flat[start : start + _FFN_CHUNK], grad[start : start + _FFN_CHUNK]
-            hidden = torch.addmm(bias1, block, weight1.t()).relu_()
+            block = slice(start, start + _FFN_CHUNK)
+            with torch.enable_grad():  # the norm's own backward, from autograd on the block
+                block_x = flat[block].detach().requires_grad_()
+                block_weight, block_bias = norm_weight.detach().requires_grad_(), norm_bias.detach().requires_grad_()
+                normed = F.layer_norm(block_x, (channels,), block_weight, block_bias, ctx.eps)
+            hidden = torch.addmm(bias1, normed.detach(), weight1.t()).relu_()
+            block_grad = grad[block]
             grad_weight2.addmm_(block_grad.t(), hidden)
             grad_hidden = (block_grad @ weight2).mul_(hidden > 0)
-            grad_weight1.addmm_(grad_hidden.t(), block)
+            grad_weight1.addmm_(grad_hidden.t(), normed.detach())
             grad_bias1 += grad_hidden.sum(0)
-            torch.mm(grad_hidden, weight1, out=grad_x[start : start + _FFN_CHUNK])
-        return grad_x.view_as(x), grad_weight1, grad_bias1, grad_weight2, grad.sum(0)
+            grad_normed = torch.addmm(block_grad, grad_hidden, weight1)  # the residual path plus the FFN's
+            dx, dw, db = torch.autograd.grad(normed, (block_x, block_weight, block_bias), grad_normed)
+            grad_x[block] = dx
+            grad_norm_weight += dw
+            grad_norm_bias += db
+        return (
+            grad_x.view_as(x), grad_norm_weight, grad_norm_bias, None,
+            grad_weight1, grad_bias1, grad_weight2, grad.sum(0),
+        )  # fmt: skip
 
 
 class DeformableEncoderLayer(GradientCheckpointingLayer):
@@ -184,26 +203,37 @@ class DeformableEncoderLayer(GradientCheckpointingLayer):
             level_start_index=level_start_index,
             return_weights=return_weights,
         )
-        hidden_states = self.self_attn_layer_norm(hidden_states + F.dropout(attended, self.dropout, self.training))
-        ffn = self._feed_forward(hidden_states)
-        hidden_states = self.final_layer_norm(hidden_states + F.dropout(ffn, self.dropout, self.training))
-        return hidden_states, weights
+        residual = hidden_states + F.dropout(attended, self.dropout, self.training)
+        if self._blockwise_training(residual):
+            norm = self.self_attn_layer_norm
+            hidden_states = _BlockwiseNormFeedForward.apply(
+                residual, norm.weight, norm.bias, norm.eps,
+                self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
+            )  # fmt: skip
+        else:
+            hidden_states = self.self_attn_layer_norm(residual)
+            ffn = self._feed_forward(hidden_states)
+            hidden_states = hidden_states + F.dropout(ffn, self.dropout, self.training)
+        return self.final_layer_norm(hidden_states), weights
 
-    def _feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """fc2(activation(fc1(x))), a block of tokens at a time where the arithmetic allows (ReLU, no dropout, no
-        autocast): with autograd through `_BlockwiseReluFeedForward`, without it into a preallocated output. The
-        same row-by-row products as the plain formulation."""
-        plain = (
+    def _plain_feed_forward(self, hidden_states: torch.Tensor) -> bool:
+        """Whether the FFN must run as written (dropout in training, autocast, an activation other than ReLU)."""
+        return (
             (self.training and self.dropout > 0)
             or torch.is_autocast_enabled(hidden_states.device.type)
             or self.activation is not F.relu_
         )
-        if plain:
+
+    def _blockwise_training(self, residual: torch.Tensor) -> bool:
+        """With autograd and ReLU: `_BlockwiseNormFeedForward` (norm, FFN and residual, keeping only the input)."""
+        needs_grad = residual.requires_grad or self.fc1.weight.requires_grad
+        return torch.is_grad_enabled() and needs_grad and not self._plain_feed_forward(residual)
+
+    def _feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """fc2(activation(fc1(x))); without autograd (and where the arithmetic allows) a block of tokens at a time
+        into a preallocated output: the same row-by-row products as the plain formulation."""
+        if torch.is_grad_enabled() or self._plain_feed_forward(hidden_states):
             return self.fc2(F.dropout(self.activation(self.fc1(hidden_states)), self.dropout, self.training))
-        if torch.is_grad_enabled() and (hidden_states.requires_grad or self.fc1.weight.requires_grad):
-            return _BlockwiseReluFeedForward.apply(
-                hidden_states, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias
-            )
         flat = hidden_states.reshape(-1, hidden_states.shape[-1])
         out = torch.empty_like(flat)
         for start in range(0, flat.shape[0], _FFN_CHUNK):

@@ -90,7 +90,7 @@ class MaskedAttentionDecoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         query_position: torch.Tensor,
         memory: torch.Tensor,
-        memory_position: torch.Tensor,
+        memory_key: torch.Tensor,
         attn_mask: torch.Tensor | None,
         return_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -99,7 +99,8 @@ class MaskedAttentionDecoderLayer(GradientCheckpointingLayer):
             hidden_states: `(batch, num_queries, hidden_dim)`.
             query_position: `(batch or 1, num_queries, hidden_dim)` learnable query positions.
             memory: `(batch, h*w, hidden_dim)` one level of the pixel decoder, with its level embedding.
-            memory_position: `(1, h*w, hidden_dim)` sine positions of that level.
+            memory_key: `memory` plus the level's sine positions, `(batch, h*w, hidden_dim)` (computed once per level
+                and shared by the layers that attend to it).
             attn_mask: `(batch, 1, num_queries, h*w)` boolean, True where a query may attend.
         """
         x = hidden_states
@@ -109,7 +110,7 @@ class MaskedAttentionDecoderLayer(GradientCheckpointingLayer):
         # paper 3.2.1: masked attention, restricted to the foreground of the previous layer's mask
         h = norm(self.cross_attn_layer_norm, x)
         update, cross_weights = self.cross_attn(
-            h + query_position, memory + memory_position, memory, attn_mask=attn_mask, return_weights=return_weights
+            h + query_position, memory_key, memory, attn_mask=attn_mask, return_weights=return_weights
         )
         x = post(self.cross_attn_layer_norm, self._residual(x, update))
 
@@ -341,7 +342,7 @@ class MaskedAttentionDecoder(nn.Module):
         from just the logits the bilinear resize reads (same values, less work).
         """
         batch = mask_features.shape[0]
-        memories, positions, sizes = [], [], []
+        memories, memory_keys, sizes = [], [], []
         for level in range(self.num_levels):
             feature = multi_scale_features[level]
             height, width = feature.shape[-2:]
@@ -349,9 +350,10 @@ class MaskedAttentionDecoder(nn.Module):
             pos = sine_position_embedding(
                 height, width, num_features=self.hidden_dim // 2, device=feature.device, dtype=feature.dtype
             )
-            positions.append(pos.flatten(1).transpose(0, 1)[None])  # (1, h*w, C)
             memory = self.input_projections[level](feature).flatten(2) + self.level_embed.weight[level][None, :, None]
             memories.append(memory.transpose(1, 2))  # (B, h*w, C)
+            # keys of the masked attention: memory plus positions, once per level for the layers that use it
+            memory_keys.append(memories[-1] + pos.flatten(1).transpose(0, 1)[None])
 
         query_position = self.query_position.weight[None].expand(batch, -1, -1)
         hidden = self.query_features.weight[None].expand(batch, -1, -1)
@@ -367,7 +369,7 @@ class MaskedAttentionDecoder(nn.Module):
                 all_hidden += (hidden,)
             level = index % self.num_levels  # paper 3.2.2: round robin over the scales
             hidden, self_weights, cross_weights = layer(
-                hidden, query_position, memories[level], positions[level], attn_mask, output_attentions
+                hidden, query_position, memories[level], memory_keys[level], attn_mask, output_attentions
             )
             if output_attentions:
                 all_attentions += ((self_weights, cross_weights),)
