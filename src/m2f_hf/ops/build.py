@@ -67,14 +67,24 @@ def cuda_arch_list() -> str:
     return ";".join(f"{major}.{minor}" for major, minor in capabilities)
 
 
+def _cache_root() -> Path:
+    """``M2F_DEFORM_ATTN_BUILD_DIR``, else ``$XDG_CACHE_HOME/m2f_hf`` (``~/.cache/m2f_hf``)."""
+    root = os.environ.get(BUILD_DIR_ENV)
+    if root:
+        return Path(root).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "m2f_hf"
+
+
+def _first_line(error: BaseException) -> str:
+    """`Type: first line of the message` (compiler errors are long; the verbose build shows the rest)."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else type(error).__name__}"
+
+
 def build_directory(arch_list: str | None = None) -> Path:
     """Cache directory for the current torch / CUDA / architecture combination."""
     arch_list = cuda_arch_list() if arch_list is None else arch_list
-    root = os.environ.get(BUILD_DIR_ENV)
-    if root:
-        base = Path(root).expanduser()
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "m2f_hf"
+    base = _cache_root()
     key = f"torch{torch.__version__}-cuda{torch.version.cuda}-sm{arch_list.replace(';', '_').replace(' ', '_')}"
     return base / "ms_deform_attn" / re.sub(r"[^A-Za-z0-9._+-]", "_", key)
 
@@ -140,8 +150,7 @@ def load_kernel(*, verbose: bool = False) -> ModuleType:
                 _kernel = _compile(build_dir, verbose)
                 return _kernel
             except BUILD_EXCEPTIONS as error:
-                first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                reason = f"building in {build_dir} failed ({type(error).__name__}: {first_line}; {_toolkit_hint()})"
+                reason = f"building in {build_dir} failed ({_first_line(error)}; {_toolkit_hint()})"
         _failure = KernelUnavailableError(
             f"m2f_hf multi-scale deformable attention CUDA kernel unavailable: {reason}. "
             "Build it with `python -m m2f_hf.ops --verbose` to see the full log (docs/kernel.md)."
@@ -187,11 +196,7 @@ def cpu_build_directory() -> Path:
     """Cache directory of the CPU kernel for the current torch and CPU."""
     import hashlib
 
-    root = os.environ.get(BUILD_DIR_ENV)
-    if root:
-        base = Path(root).expanduser()
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "m2f_hf"
+    base = _cache_root()
     cpu = hashlib.sha256(_cpu_signature().encode()).hexdigest()[:12]
     key = re.sub(r"[^A-Za-z0-9._+-]", "_", f"torch{torch.__version__}-cpu{cpu}")
     return base / "ms_deform_attn" / key
@@ -265,8 +270,7 @@ def load_cpu_kernel(*, verbose: bool = False) -> ModuleType:
             (build_dir / "sources.sha256").write_text(_cpu_sources_digest() + "\n")
             return _cpu_kernel
         except BUILD_EXCEPTIONS as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            reason = f"building or loading in {build_dir} failed ({type(error).__name__}: {first_line})"
+            reason = f"building or loading in {build_dir} failed ({_first_line(error)})"
         _cpu_failure = KernelUnavailableError(
             f"m2f_hf multi-scale deformable attention CPU kernel unavailable: {reason}. "
             "Build it with `python -m m2f_hf.ops --cpu --verbose` to see the full log (docs/kernel.md)."

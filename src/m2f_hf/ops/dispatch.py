@@ -61,40 +61,30 @@ def resolve_implementation(implementation: str | None = None) -> str:
     return _default_implementation
 
 
-def kernel_available() -> bool:
-    """True when the CUDA kernel is built (building it now if needed); warns once and returns False otherwise."""
-    global _fallback_warned
+def _loads(load, warned_flag: str) -> bool:
+    """Run a kernel loader; on `KernelUnavailableError` warn once per process (per flag) and return False."""
     try:
-        build.load_kernel()
+        load()
     except build.KernelUnavailableError as error:
-        if not _fallback_warned:
-            _fallback_warned = True
+        if not globals()[warned_flag]:
+            globals()[warned_flag] = True
             warnings.warn(
                 f"{error} Falling back to the PyTorch implementation; set {ENV_VAR}=pytorch to silence this warning.",
                 KernelFallbackWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         return False
     return True
+
+
+def kernel_available() -> bool:
+    """True when the CUDA kernel is built (building it now if needed); warns once and returns False otherwise."""
+    return _loads(build.load_kernel, "_fallback_warned")
 
 
 def cpu_kernel_ready() -> bool:
     """True when the CPU kernel has been built before and loads; a built kernel that fails to load warns once."""
-    global _cpu_fallback_warned
-    if not build.cpu_kernel_built():
-        return False
-    try:
-        build.load_cpu_kernel()
-    except build.KernelUnavailableError as error:
-        if not _cpu_fallback_warned:
-            _cpu_fallback_warned = True
-            warnings.warn(
-                f"{error} Falling back to the PyTorch implementation; set {ENV_VAR}=pytorch to silence this warning.",
-                KernelFallbackWarning,
-                stacklevel=3,
-            )
-        return False
-    return True
+    return build.cpu_kernel_built() and _loads(build.load_cpu_kernel, "_cpu_fallback_warned")
 
 
 def select_backend(implementation: str | None, device_type: str) -> str:
