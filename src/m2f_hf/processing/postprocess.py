@@ -8,6 +8,7 @@ one by one.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,8 +126,10 @@ _BOUND_MARGIN = 1e-4
 _REFINE_BLOCK = 32768
 
 
+@functools.lru_cache(maxsize=32)
 def _axis_taps(source: int, padded: int, valid: int, output: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per output index, the 4 source indices and weights of `upsample_crop_resize` along one axis.
+    """Per output index, the 4 source indices and weights of `upsample_crop_resize` along one axis (cached: the
+    bounds and every block of refined pixels of an image read the same taps; callers only index them).
 
     Bilinear resizing (align_corners=False) reads source position max(0, (i + 1/2) * in / out - 1/2) and its two
     neighbouring integers; upsampling to `padded`, keeping the first `valid` and resizing to `output` composes two
