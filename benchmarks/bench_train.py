@@ -119,6 +119,9 @@ def worker(impl: str, directory: str, steps: int, warmup: int, device: str, amp:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
+    def mixed_precision():
+        return torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=amp == "bf16")
+
     def sync():
         if device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -130,37 +133,38 @@ def worker(impl: str, directory: str, steps: int, warmup: int, device: str, amp:
         torch.manual_seed(step)
         sync()
         start = time.perf_counter()
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=amp == "bf16"):
+        with mixed_precision():
             outputs = model(pixel_values=batch["pixel_values"], output_auxiliary_logits=True)
-        autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=amp == "bf16")
         sync()
         forward_end = time.perf_counter()
         # the loss alone, from the same outputs (transformers exposes it as get_loss_dict, ours as the criterion),
         # under the same autocast as the forward (as a mixed-precision training loop runs it)
-        autocast.__enter__()
-        if impl == "ours":
-            model.criterion = model.criterion or model.build_criterion()
-            aux = [
-                {"masks_queries_logits": a["masks_queries_logits"], "class_queries_logits": a["class_queries_logits"]}
-                for a in (outputs.auxiliary_logits or [])
-            ]
-            loss_dict = model.criterion(
-                outputs.masks_queries_logits,
-                outputs.class_queries_logits,
-                batch["mask_labels"],
-                batch["class_labels"],
-                auxiliary_predictions=aux or None,
-            )
-        else:
-            loss_dict = model.get_loss_dict(
-                outputs.masks_queries_logits,
-                outputs.class_queries_logits,
-                batch["mask_labels"],
-                batch["class_labels"],
-                outputs.auxiliary_logits,
-            )
-        loss = sum(loss_dict.values())
-        autocast.__exit__(None, None, None)
+        with mixed_precision():
+            if impl == "ours":
+                model.criterion = model.criterion or model.build_criterion()
+                aux = [
+                    {
+                        "masks_queries_logits": a["masks_queries_logits"],
+                        "class_queries_logits": a["class_queries_logits"],
+                    }
+                    for a in (outputs.auxiliary_logits or [])
+                ]
+                loss_dict = model.criterion(
+                    outputs.masks_queries_logits,
+                    outputs.class_queries_logits,
+                    batch["mask_labels"],
+                    batch["class_labels"],
+                    auxiliary_predictions=aux or None,
+                )
+            else:
+                loss_dict = model.get_loss_dict(
+                    outputs.masks_queries_logits,
+                    outputs.class_queries_logits,
+                    batch["mask_labels"],
+                    batch["class_labels"],
+                    outputs.auxiliary_logits,
+                )
+            loss = sum(loss_dict.values())
         sync()
         loss_end = time.perf_counter()
         loss.backward()
