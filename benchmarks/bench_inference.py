@@ -1,12 +1,14 @@
 """Inference speed and peak memory: m2f_hf vs transformers' Mask2Former on the same converted random weights.
 
     python benchmarks/bench_inference.py [--backbone resnet50|swin_tiny] [--height 512 --width 512] [--batch 1]
-                                         [--repeats 7] [--threads N]
+                                         [--repeats 7] [--threads N] [--device cpu|cuda] [--amp no|bf16]
 
 Both models run in one process, interleaved, on the same input; the median of `--repeats` timed runs after a warm-up
 is reported, with the time spent in the backbone, the pixel decoder and the transformer decoder (forward hooks).
-Peak memory is measured in a fresh subprocess per model: the resident-set size sampled every 0.5 ms during one
-forward (after a warm-up), minus the resident size before it, with glibc told to return freed memory at once. Prints one JSON line.
+On the CPU, peak memory is measured in a fresh subprocess per model: the resident-set size sampled every 0.5 ms during
+one forward (after a warm-up), minus the resident size before it, with glibc told to return freed memory at once.
+On a GPU (`--device cuda`) every timer is bracketed by `torch.cuda.synchronize()` and peak memory is
+`torch.cuda.max_memory_allocated()` during one forward, minus what was allocated before it. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -45,19 +47,30 @@ def build_pair(backbone: str, seed: int = 0):
     return ours, reference
 
 
+def synchronizer(device: torch.device):
+    """A function that waits for the device's queued work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
 class StageTimer:
     """Accumulates wall time of named submodules through forward hooks."""
 
-    def __init__(self, modules: dict[str, torch.nn.Module]):
+    def __init__(self, modules: dict[str, torch.nn.Module], sync=lambda: None):
         self.times = {name: 0.0 for name in modules}
         self._start = {}
+        self._sync = sync
         for name, module in modules.items():
-            module.register_forward_pre_hook(
-                lambda m, a, name=name: self._start.__setitem__(name, time.perf_counter())
-            )
+            module.register_forward_pre_hook(lambda m, a, name=name: self._begin(name))
             module.register_forward_hook(lambda m, a, o, name=name: self._stop(name))
 
+    def _begin(self, name):
+        self._sync()
+        self._start[name] = time.perf_counter()
+
     def _stop(self, name):
+        self._sync()
         self.times[name] += time.perf_counter() - self._start[name]
 
     def reset(self):
@@ -128,28 +141,53 @@ def main() -> None:
         default=None,
         help="our deformable attention implementation (sets M2F_DEFORM_ATTN; default: the environment's or auto)",
     )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--amp", choices=["no", "bf16"], default="no", help="bf16 autocast around both forwards")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA GPU is visible")
     if args.deform_attn:
         os.environ["M2F_DEFORM_ATTN"] = args.deform_attn  # read at each call; inherited by worker processes
     torch.set_num_threads(args.threads)
 
     ours, reference = build_pair(args.backbone)
-    timers = {"ours": StageTimer(stages_of(ours, "ours")), "transformers": StageTimer(stages_of(reference, "ref"))}
+    ours.to(device)
+    reference.to(device)
+    sync = synchronizer(device)
+    timers = {
+        "ours": StageTimer(stages_of(ours, "ours"), sync),
+        "transformers": StageTimer(stages_of(reference, "ref"), sync),
+    }
     models = {"ours": ours, "transformers": reference}
-    pixel_values = torch.randn(args.batch, 3, args.height, args.width)
+    pixel_values = torch.randn(args.batch, 3, args.height, args.width).to(device)
     totals = {name: [] for name in models}
     stage_runs = {name: [] for name in models}
-    with torch.no_grad():
-        for model in models.values():  # warm-up
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16")
+    with torch.no_grad(), autocast:
+        for model in models.values():  # warm-up (twice: the first CUDA call also loads kernels and picks algorithms)
+            model(pixel_values)
             model(pixel_values)
         for _ in range(args.repeats):
             for name, model in models.items():  # interleaved
                 timers[name].reset()
+                sync()
                 start = time.perf_counter()
                 out = model(pixel_values)
+                sync()
                 totals[name].append(time.perf_counter() - start)
                 stage_runs[name].append(dict(timers[name].times))
-        diff = (ours(pixel_values).masks_queries_logits - reference(pixel_values).masks_queries_logits).abs().max()
+        ours_logits = ours(pixel_values).masks_queries_logits.float()
+        diff = (ours_logits - reference(pixel_values).masks_queries_logits.float()).abs().max()
+        peak = {}
+        if device.type == "cuda":
+            for name, model in models.items():
+                sync()
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+                model(pixel_values)
+                sync()
+                peak[name] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
     def median_stages(name):
         return {k: statistics.median(run[k] for run in stage_runs[name]) for k in stage_runs[name][0]}
@@ -158,6 +196,8 @@ def main() -> None:
         "benchmark": "inference",
         "backbone": args.backbone,
         "input": [args.batch, 3, args.height, args.width],
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "amp": args.amp,
         "threads": args.threads,
         "repeats": args.repeats,
         "ours_s": statistics.median(totals["ours"]),
@@ -165,13 +205,17 @@ def main() -> None:
         "ours_stages_s": median_stages("ours"),
         "transformers_stages_s": median_stages("transformers"),
         "max_abs_mask_logit_diff": diff.item(),
-        "ours_deform_attn": select_backend(None, pixel_values.device.type),
+        "ours_deform_attn": select_backend(None, device.type),
     }
     result["speedup"] = result["transformers_s"] / result["ours_s"]
     result["stage_speedup"] = {
         k: result["transformers_stages_s"][k] / result["ours_stages_s"][k] for k in result["ours_stages_s"]
     }
-    if not args.no_memory:
+    if peak:
+        result["ours_peak_cuda_forward_mib"] = peak["ours"]
+        result["transformers_peak_cuda_forward_mib"] = peak["transformers"]
+        result["memory_ratio"] = peak["ours"] / peak["transformers"]
+    elif not args.no_memory:
         result["ours_peak_forward_mib"] = peak_rss_of_forward("ours", args)
         result["transformers_peak_forward_mib"] = peak_rss_of_forward("transformers", args)
         result["memory_ratio"] = result["ours_peak_forward_mib"] / result["transformers_peak_forward_mib"]

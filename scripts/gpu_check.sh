@@ -4,10 +4,14 @@
 #   scripts/gpu_check.sh [OUTPUT_DIR]      # default: $OUT if set, else ./gpu_check_out
 #
 # Steps: environment report -> kernel build (JIT, cached) -> `pytest -m cuda tests/ops` -> kernel benchmark ->
-# training memory per 1024x1024 image (issue 4; the paper reports about 6 GB).
+# end-to-end inference against transformers on the GPU -> training memory per 1024x1024 image (issue 4; the paper
+# reports about 6 GB) -> the ops package's CPU-side tests with a GPU present.
 # Every step runs under its own time limit inside an overall budget (< 9 minutes), a failing step does not stop the
-# following ones, and OUTPUT_DIR/summary.json records each step's exit status, duration and log file.
-# Assumes the package is importable (`pip install -e .` done) or falls back to PYTHONPATH=src.
+# following ones. OUTPUT_DIR receives three files: summary.json (each step's status and duration, the test counts
+# and the benchmark figures), gpu_check.log (every step's log, in order) and tests.xml (the cuda tests, JUnit).
+# Scratch files and the kernel cache live in GPU_CHECK_WORK (default: a fresh temporary directory).
+# Assumes the package is importable (`pip install -e .` done) or falls back to PYTHONPATH=src; the CUDA steps need
+# torch, transformers, timm, scipy and safetensors (not datasets, evaluate or pycocotools).
 set -u
 set -o pipefail
 
@@ -17,9 +21,14 @@ mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 cd "$REPO" || exit 1
 
-TOTAL_BUDGET_S=${GPU_CHECK_BUDGET_S:-540}
-PYTHON=${PYTHON:-python}
-STEPS_FILE="$OUT_DIR/steps.tsv"
+TOTAL_BUDGET_S=${GPU_CHECK_BUDGET_S:-500}
+if [ -z "${PYTHON:-}" ]; then
+  PYTHON=python3
+  command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python
+fi
+WORK_DIR="${GPU_CHECK_WORK:-$(mktemp -d)}"
+mkdir -p "$WORK_DIR"
+STEPS_FILE="$WORK_DIR/steps.tsv"
 : >"$STEPS_FILE"
 
 if ! "$PYTHON" -c "import m2f_hf" >/dev/null 2>&1; then
@@ -29,9 +38,10 @@ fi
 if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
   export CUDA_HOME=/usr/local/cuda
 fi
-export M2F_DEFORM_ATTN_BUILD_DIR="${M2F_DEFORM_ATTN_BUILD_DIR:-$OUT_DIR/kernel_cache}"
+export M2F_DEFORM_ATTN_BUILD_DIR="${M2F_DEFORM_ATTN_BUILD_DIR:-$WORK_DIR/kernel_cache}"
+export PYTHONUNBUFFERED=1
 
-# run_step NAME LIMIT_S COMMAND...: runs with a timeout capped by the remaining budget, logs to OUT_DIR/NAME.log
+# run_step NAME LIMIT_S COMMAND...: runs with a timeout capped by the remaining budget, logs to WORK_DIR/NAME.log
 run_step() {
   local name=$1 limit=$2
   shift 2
@@ -42,59 +52,77 @@ run_step() {
     return 0
   fi
   [ "$limit" -gt "$remaining" ] && limit=$remaining
-  local log="$OUT_DIR/$name.log" start=$SECONDS rc
+  local log="$WORK_DIR/$name.log" start=$SECONDS rc
   echo "[gpu_check] $name (limit ${limit}s) ..."
   timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1
   rc=$?
   local status=ok
   if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status=timeout; elif [ "$rc" -ne 0 ]; then status=failed; fi
   printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$((SECONDS - start))" "$rc" >>"$STEPS_FILE"
-  echo "[gpu_check] $name: $status (rc=$rc, $((SECONDS - start))s, log $log)"
+  echo "[gpu_check] $name: $status (rc=$rc, $((SECONDS - start))s)"
   tail -n 5 "$log"
+  { echo "===== $name: $status (rc=$rc, $((SECONDS - start))s) ====="; cat "$log"; echo; } >>"$OUT_DIR/gpu_check.log"
   return 0
 }
 
+: >"$OUT_DIR/gpu_check.log"
 run_step environment 60 bash -c "nvidia-smi; command -v nvcc && nvcc --version; command -v ninja; \
   $PYTHON -c 'import torch, sys; print(sys.version); print(torch.__version__, torch.version.cuda, \
   torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)'"
 run_step build 240 "$PYTHON" -m m2f_hf.ops --verbose
 run_step tests 150 "$PYTHON" -m pytest -m cuda tests/ops -q -rs -p no:cacheprovider --junitxml="$OUT_DIR/tests.xml"
-run_step benchmark 150 "$PYTHON" benchmarks/bench_deform_attn.py --quick
-grep '^{' "$OUT_DIR/benchmark.log" >"$OUT_DIR/benchmark.jsonl" 2>/dev/null
+run_step benchmark 120 "$PYTHON" benchmarks/bench_deform_attn.py --quick
+run_step inference 150 bash -c "rc=0; \
+  $PYTHON benchmarks/bench_inference.py --device cuda --height 512 --width 512 --batch 1 --repeats 20 || rc=1; \
+  $PYTHON benchmarks/bench_inference.py --device cuda --height 1024 --width 1024 --batch 4 --repeats 10 || rc=1; \
+  $PYTHON benchmarks/bench_inference.py --device cuda --height 1024 --width 1024 --batch 4 --repeats 10 \
+    --amp bf16 || rc=1; exit \$rc"
 run_step train_memory 150 "$PYTHON" benchmarks/bench_train.py --device cuda --image-size 1024 --batch 2 --amp bf16 \
   --steps 2 --warmup 1
-grep '^{' "$OUT_DIR/train_memory.log" >"$OUT_DIR/train_memory.jsonl" 2>/dev/null
+run_step ops_cpu_side 90 "$PYTHON" -m pytest tests/ops -q -x -p no:cacheprovider
 
-"$PYTHON" - "$OUT_DIR" <<'PY'
+"$PYTHON" - "$OUT_DIR" "$WORK_DIR" <<'PY'
 import json, pathlib, sys
-out = pathlib.Path(sys.argv[1])
+out, work = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+
+
+def json_lines(name):
+    path = work / f"{name}.log"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return rows
+
+
 steps = {}
-for line in (out / "steps.tsv").read_text().splitlines():
+for line in (work / "steps.tsv").read_text().splitlines():
     name, status, seconds, rc = line.split("\t")
-    steps[name] = {"status": status, "seconds": int(seconds), "rc": int(rc) if rc else None, "log": f"{name}.log"}
+    steps[name] = {"status": status, "seconds": int(seconds), "rc": int(rc) if rc else None}
 summary = {"steps": steps, "ok": all(s["status"] == "ok" for s in steps.values())}
-build_log = out / "build.log"
-if build_log.exists():
-    lines = [l for l in build_log.read_text(errors="replace").splitlines() if l.startswith("{")]
-    summary["build"] = json.loads(lines[-1]) if lines else None
+build = json_lines("build")
+summary["build"] = build[-1] if build else None
 tests_xml = out / "tests.xml"
 if tests_xml.exists():
     import xml.etree.ElementTree as ET
     suite = ET.parse(tests_xml).getroot()
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     summary["tests"] = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
-bench = out / "benchmark.jsonl"
-if bench.exists():
-    rows = [json.loads(l) for l in bench.read_text().splitlines() if l.strip()]
-    summary["benchmark"] = rows[-1] if rows else None
-train = out / "train_memory.jsonl"
-if train.exists():
-    rows = [json.loads(l) for l in train.read_text().splitlines() if l.strip()]
-    if rows:
-        row = rows[-1]
-        summary["train_memory"] = {
-            key: row.get(key) for key in ("peak_cuda_gib_per_image", "peak_cuda_ratio", "speedup", "image_size", "batch")
-        }
+bench = json_lines("benchmark")
+summary["benchmark"] = bench[-1] if bench else None
+summary["inference"] = json_lines("inference")
+train = json_lines("train_memory")
+if train:
+    row = train[-1]
+    summary["train_memory"] = {
+        key: row.get(key) for key in ("peak_cuda_gib_per_image", "peak_cuda_ratio", "speedup", "image_size", "batch")
+    }
+    summary["train_memory_full"] = row
 (out / "summary.json").write_text(json.dumps(summary, indent=2))
 print(json.dumps({"ok": summary["ok"], "steps": {k: v["status"] for k, v in steps.items()}}))
 PY
