@@ -1,20 +1,26 @@
 """GPU benchmark: the CUDA kernel vs the PyTorch path of multi-scale deformable attention (issue 8).
 
 Encoder self-attention shapes (queries = keys) for 512x512 and 1024x1024 images (levels at strides 8, 16, 32),
-hidden 256 = 8 heads x 32, 4 points; batch 1 and 8; float32 and bfloat16. For each case both implementations run
+hidden 256 = 8 heads x 32, 4 points; batch 1 and 8; float32 and bfloat16. Sampling locations are either uniform over
+the whole map (`--locations uniform`, the default: every corner read is a random access, the worst case for caches)
+or local (`--locations local`: each query samples around its own position, offsets N(0, 3 pixels) on each level, as
+a trained encoder does). For each case both implementations run
 interleaved, forward and forward+backward, median of `--repeats` after `--warmup`, timed with CUDA events; peak
 memory above the inputs is measured per implementation. Achieved bandwidth counts the bytes the kernel must touch at
 least once (value, locations, weights, output; plus gradients for backward) and is compared with the card's peak.
 
 Prints one JSON line per case and a final summary line; without a GPU prints a JSON line saying so and exits 0.
 
-    python benchmarks/bench_deform_attn.py [--quick] [--repeats 10]
+    python benchmarks/bench_deform_attn.py [--quick] [--repeats 10] [--locations uniform|local]
+
+`M2F_DEFORM_ATTN_CUDA_SCALAR=1` times the kernel's scalar variant (one warp per item) instead of the vector one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 
@@ -38,16 +44,35 @@ def peak_bandwidth(props) -> tuple[float | None, str]:
     return None, "unknown"
 
 
-def make_inputs(image: int, batch: int, dtype: torch.dtype, heads=8, head_dim=32, points=4, seed=0):
+def query_positions(sizes: list[tuple[int, int]]) -> torch.Tensor:
+    """(num_keys, 2) normalised (x, y) centre of every token of every level, in token order."""
+    centres = []
+    for height, width in sizes:
+        ys, xs = torch.meshgrid(
+            (torch.arange(height, device="cuda") + 0.5) / height,
+            (torch.arange(width, device="cuda") + 0.5) / width,
+            indexing="ij",
+        )
+        centres.append(torch.stack([xs, ys], -1).reshape(-1, 2))
+    return torch.cat(centres)
+
+
+def make_inputs(image: int, batch: int, dtype: torch.dtype, heads=8, head_dim=32, points=4, seed=0, spread="uniform"):
     generator = torch.Generator(device="cuda").manual_seed(seed)
-    spatial_shapes = torch.tensor([(image // s, image // s) for s in STRIDES], dtype=torch.int64, device="cuda")
+    sizes = [(image // s, image // s) for s in STRIDES]
+    spatial_shapes = torch.tensor(sizes, dtype=torch.int64, device="cuda")
     areas = spatial_shapes.prod(1)
     level_start_index = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
     num_keys = int(areas.sum())
     levels = len(STRIDES)
     value = torch.randn(batch, num_keys, heads, head_dim, device="cuda", generator=generator).to(dtype)
-    locations = torch.rand(batch, num_keys, heads, levels, points, 2, device="cuda", generator=generator)
-    locations = locations * 1.02 - 0.01
+    if spread == "uniform":
+        locations = torch.rand(batch, num_keys, heads, levels, points, 2, device="cuda", generator=generator)
+        locations = locations * 1.02 - 0.01
+    else:  # around each query's own position, 3-pixel standard deviation on each level
+        pixels = torch.randn(batch, num_keys, heads, levels, points, 2, device="cuda", generator=generator) * 3
+        level_size = spatial_shapes.flip(1).to(torch.float32)  # (levels, 2) as (width, height)
+        locations = query_positions(sizes)[None, :, None, None, None, :] + pixels / level_size[:, None, :]
     weights = torch.rand(batch, num_keys, heads, levels, points, device="cuda", generator=generator).softmax(-1)
     return value, spatial_shapes, level_start_index, locations, weights
 
@@ -76,7 +101,9 @@ def peak_extra_mb(fn) -> float:
 
 
 def run_case(image, batch, dtype, args, peak_bw):
-    value, spatial_shapes, level_start_index, locations, weights = make_inputs(image, batch, dtype)
+    value, spatial_shapes, level_start_index, locations, weights = make_inputs(
+        image, batch, dtype, spread=args.locations
+    )
     leaves = [t.clone().requires_grad_() for t in (value, locations, weights)]
     grad_out = torch.randn(batch, value.shape[1], value.shape[2] * value.shape[3], device="cuda", dtype=dtype)
 
@@ -116,6 +143,7 @@ def run_case(image, batch, dtype, args, peak_bw):
         "image": image,
         "batch": batch,
         "dtype": str(dtype).replace("torch.", ""),
+        "locations": args.locations,
         "queries": value.shape[1],
     }
     for mode, io in (("forward", io_forward), ("forward_backward", io_forward + io_backward)):
@@ -140,6 +168,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; samples = rounds x repeats")
     parser.add_argument("--quick", action="store_true", help="only batch 1 at 512 and batch 8 at 1024")
+    parser.add_argument("--locations", choices=["uniform", "local"], default="uniform")
     args = parser.parse_args()
 
     if not torch.cuda.is_available():
@@ -168,6 +197,10 @@ def main() -> int:
         "device": props.name,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
+        "locations": args.locations,
+        "kernel_variant": "scalar"
+        if os.environ.get("M2F_DEFORM_ATTN_CUDA_SCALAR", "0") not in ("", "0")
+        else "vector",
         "peak_bandwidth_gbps": round(peak_bw / 1e9, 1) if peak_bw else None,
         "peak_bandwidth_source": peak_source,
         "min_forward_backward_speedup": min(c["forward_backward"]["speedup"] for c in cases),

@@ -26,7 +26,7 @@ import torch
 from m2f_hf.ops.dispatch import select_backend
 
 
-def build_pair(backbone: str, seed: int = 0):
+def build_pair(backbone: str, seed: int = 0, deform_attn_fp32: bool = True):
     from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig, SwinConfig
 
     from m2f_hf import M2FForUniversalSegmentation
@@ -42,7 +42,9 @@ def build_pair(backbone: str, seed: int = 0):
     torch.manual_seed(seed)
     config = Mask2FormerConfig(backbone_config=backbone_config, num_labels=133)
     reference = Mask2FormerForUniversalSegmentation(config).eval()
-    ours = M2FForUniversalSegmentation(config_from_transformers(config)).eval()
+    ours_config = config_from_transformers(config)
+    ours_config.deform_attn_fp32 = deform_attn_fp32
+    ours = M2FForUniversalSegmentation(ours_config).eval()
     ours.load_state_dict(state_dict_from_transformers(reference.state_dict()), strict=True)
     return ours, reference
 
@@ -143,6 +145,11 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--amp", choices=["no", "bf16"], default="no", help="bf16 autocast around both forwards")
+    parser.add_argument(
+        "--half-encoder",
+        action="store_true",
+        help="under --amp, let our deformable encoder run in bf16 too (deform_attn_fp32=False; transformers' does)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -151,7 +158,7 @@ def main() -> None:
         os.environ["M2F_DEFORM_ATTN"] = args.deform_attn  # read at each call; inherited by worker processes
     torch.set_num_threads(args.threads)
 
-    ours, reference = build_pair(args.backbone)
+    ours, reference = build_pair(args.backbone, deform_attn_fp32=not args.half_encoder)
     ours.to(device)
     reference.to(device)
     sync = synchronizer(device)
@@ -198,6 +205,7 @@ def main() -> None:
         "input": [args.batch, 3, args.height, args.width],
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "amp": args.amp,
+        "ours_deform_attn_fp32": not args.half_encoder,
         "threads": args.threads,
         "repeats": args.repeats,
         "ours_s": statistics.median(totals["ours"]),

@@ -8,7 +8,7 @@ weights from disk. Also reported: bytes of tensors saved for backward (`saved_te
     python benchmarks/bench_train.py [--steps 3] [--warmup 1] [--rounds 1] [--threads N] [--device cpu|cuda]
                                      [--image-size 384] [--batch 2] [--amp no|bf16] [--deform-attn IMPL]
     # GPU memory per image at the paper's crop (scripts/gpu_check.sh):
-    python benchmarks/bench_train.py --device cuda --image-size 1024 --batch 2 --amp bf16 --steps 2
+    python benchmarks/bench_train.py --device cuda --image-size 1024 --batch 2 --amp bf16 --steps 2 [--profile]
 
 With `--rounds R` the two workers run R times, alternately (transformers, ours, transformers, ...), so that both see
 the same drift of a shared machine; step times are the median over all rounds' steps, peak RSS the median of the
@@ -103,12 +103,48 @@ def saved_tensor_bytes(model, batch) -> int:
     return sum(storages.values())
 
 
-def worker(impl: str, directory: str, steps: int, warmup: int, device: str, amp: str = "no") -> dict:
+def profile_step(train_step, top: int = 15) -> dict:
+    """One more step under torch.profiler: kernel launches, device time, and the ops that take the most of it."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        wall = train_step()["step_s"]
+    events = prof.key_averages()
+
+    def device_us(event):
+        return getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0) or 0
+
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+    by_device = sorted(events, key=device_us, reverse=True)[:top]
+    by_cpu = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return {
+        "step_s": wall,
+        "kernel_launches": sum(e.count for e in kernels),
+        "device_busy_s": sum(device_us(e) for e in kernels) / 1e6,
+        "top_device_ms": [[e.key[:90], round(device_us(e) / 1e3, 2), e.count] for e in by_device],
+        "top_self_cpu_ms": [[e.key[:90], round(e.self_cpu_time_total / 1e3, 2), e.count] for e in by_cpu],
+    }
+
+
+def worker(
+    impl: str,
+    directory: str,
+    steps: int,
+    warmup: int,
+    device: str,
+    amp: str = "no",
+    profile: bool = False,
+    half_encoder: bool = False,
+) -> dict:
     if impl == "ours":
         from m2f_hf import M2FForUniversalSegmentation as Model
     else:
         from transformers import Mask2FormerForUniversalSegmentation as Model
     model = Model.from_pretrained(os.path.join(directory, "transformers" if impl == "transformers" else "ours"))
+    if impl == "ours" and half_encoder:
+        model.model.pixel_decoder.compute_in_fp32 = False  # as config.deform_attn_fp32=False
     model.to(device).train()
     data = torch.load(os.path.join(directory, "batch.pt"))
     batch = {
@@ -126,11 +162,8 @@ def worker(impl: str, directory: str, steps: int, warmup: int, device: str, amp:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    times, split = [], {}
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    for step in range(warmup + steps):
-        torch.manual_seed(step)
+    def train_step():
+        """One step; returns the wall-clock split (seconds)."""
         sync()
         start = time.perf_counter()
         with mixed_precision():
@@ -174,15 +207,23 @@ def worker(impl: str, directory: str, steps: int, warmup: int, device: str, amp:
         optimizer.zero_grad(set_to_none=True)
         sync()
         end = time.perf_counter()
+        return {
+            "step_s": end - start,
+            "forward_s": forward_end - start,
+            "loss_s": loss_end - forward_end,
+            "backward_s": backward_end - loss_end,
+            "optimizer_s": end - backward_end,
+        }
+
+    times, split = [], {}
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    for step in range(warmup + steps):
+        torch.manual_seed(step)
+        timing = train_step()
         if step >= warmup:
-            times.append(end - start)
-            split = {
-                "forward_s": forward_end - start,
-                "loss_s": loss_end - forward_end,
-                "backward_s": backward_end - loss_end,
-                "optimizer_s": end - backward_end,
-            }
-        del outputs, loss_dict, loss
+            times.append(timing.pop("step_s"))
+            split = timing
     result = {
         "step_s": statistics.median(times),
         "steps_s": times,
@@ -192,6 +233,11 @@ def worker(impl: str, directory: str, steps: int, warmup: int, device: str, amp:
     }
     if device.startswith("cuda"):
         result["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
+    if profile:
+        try:
+            result["profile"] = profile_step(train_step)
+        except Exception as error:  # a diagnostic: never lose the measurement above to it
+            result["profile"] = {"error": f"{type(error).__name__}: {error}"}
     torch.manual_seed(0)
     result["saved_tensor_bytes"] = saved_tensor_bytes(model, batch)
     result["loss"] = float(model(**batch).loss)
@@ -208,6 +254,14 @@ def main() -> None:
     parser.add_argument("--amp", choices=["no", "bf16"], default="no", help="bf16 autocast for the forward")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--half-encoder",
+        action="store_true",
+        help="under --amp, let our deformable encoder run in bf16 too (deform_attn_fp32=False; transformers' does)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="one more step under torch.profiler (kernel launches, top ops)"
+    )
     parser.add_argument("--worker", choices=["ours", "transformers"], help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -222,7 +276,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.dir, args.steps, args.warmup, args.device, args.amp)))
+        result = worker(
+            args.worker, args.dir, args.steps, args.warmup, args.device, args.amp, args.profile, args.half_encoder
+        )
+        print(json.dumps(result))
         return
 
     with tempfile.TemporaryDirectory() as directory:
@@ -234,6 +291,10 @@ def main() -> None:
                 command += ["--warmup", str(args.warmup), "--device", args.device, "--amp", args.amp]
                 if args.threads:
                     command += ["--threads", str(args.threads)]
+                if args.profile:
+                    command.append("--profile")
+                if args.half_encoder:
+                    command.append("--half-encoder")
                 output = subprocess.run(command, capture_output=True, text=True, check=False)
                 if output.returncode != 0:
                     raise SystemExit(f"{impl} worker failed:\n{output.stderr[-3000:]}")
@@ -256,6 +317,7 @@ def main() -> None:
         "masks_per_image": MASKS_PER_IMAGE,
         "rounds": args.rounds,
         "amp": args.amp,
+        "ours_deform_attn_fp32": not args.half_encoder,
         "ours_deform_attn": select_backend(None, args.device.split(":")[0]),
         "ours": ours,
         "transformers": reference,

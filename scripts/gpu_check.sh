@@ -3,9 +3,10 @@
 #
 #   scripts/gpu_check.sh [OUTPUT_DIR]      # default: $OUT if set, else ./gpu_check_out
 #
-# Steps: environment report -> kernel build (JIT, cached) -> `pytest -m cuda tests/ops` -> kernel benchmark ->
-# end-to-end inference against transformers on the GPU -> training memory per 1024x1024 image (issue 4; the paper
-# reports about 6 GB) -> the ops package's CPU-side tests with a GPU present.
+# Steps: environment report -> kernel build (JIT, cached) -> `pytest -m cuda tests/ops` -> kernel benchmark (uniform
+# and local sampling locations) -> a training step at 1024x1024 against transformers: memory per image (issue 4; the
+# paper reports about 6 GB), time, and a profile of one step -> end-to-end inference against transformers -> the
+# kernel's scalar variant on the benchmark cases -> the ops package's CPU-side tests with a GPU present.
 # Every step runs under its own time limit inside an overall budget (< 9 minutes), a failing step does not stop the
 # following ones. OUTPUT_DIR receives three files: summary.json (each step's status and duration, the test counts
 # and the benchmark figures), gpu_check.log (every step's log, in order) and tests.xml (the cuda tests, JUnit).
@@ -71,14 +72,21 @@ run_step environment 60 bash -c "nvidia-smi; command -v nvcc && nvcc --version; 
   torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)'"
 run_step build 240 "$PYTHON" -m m2f_hf.ops --verbose
 run_step tests 150 "$PYTHON" -m pytest -m cuda tests/ops -q -rs -p no:cacheprovider --junitxml="$OUT_DIR/tests.xml"
-run_step benchmark 120 "$PYTHON" benchmarks/bench_deform_attn.py --quick
+run_step benchmark_uniform 90 "$PYTHON" benchmarks/bench_deform_attn.py --quick --locations uniform
+run_step benchmark_local 90 "$PYTHON" benchmarks/bench_deform_attn.py --quick --locations local
+run_step train_memory 150 "$PYTHON" benchmarks/bench_train.py --device cuda --image-size 1024 --batch 2 --amp bf16 \
+  --steps 2 --warmup 1 --profile
 run_step inference 150 bash -c "rc=0; \
   $PYTHON benchmarks/bench_inference.py --device cuda --height 512 --width 512 --batch 1 --repeats 20 || rc=1; \
-  $PYTHON benchmarks/bench_inference.py --device cuda --height 1024 --width 1024 --batch 4 --repeats 10 || rc=1; \
   $PYTHON benchmarks/bench_inference.py --device cuda --height 1024 --width 1024 --batch 4 --repeats 10 \
-    --amp bf16 || rc=1; exit \$rc"
-run_step train_memory 150 "$PYTHON" benchmarks/bench_train.py --device cuda --image-size 1024 --batch 2 --amp bf16 \
-  --steps 2 --warmup 1
+    --amp bf16 || rc=1; \
+  $PYTHON benchmarks/bench_inference.py --device cuda --height 1024 --width 1024 --batch 4 --repeats 10 \
+    --amp bf16 --half-encoder || rc=1; exit \$rc"
+# the kernel's scalar variant on the same cases, for the comparison with the vector one
+run_step benchmark_scalar_uniform 60 env M2F_DEFORM_ATTN_CUDA_SCALAR=1 "$PYTHON" benchmarks/bench_deform_attn.py \
+  --quick --rounds 1 --locations uniform
+run_step benchmark_scalar_local 60 env M2F_DEFORM_ATTN_CUDA_SCALAR=1 "$PYTHON" benchmarks/bench_deform_attn.py \
+  --quick --rounds 1 --locations local
 run_step ops_cpu_side 90 "$PYTHON" -m pytest tests/ops -q -x -p no:cacheprovider
 
 "$PYTHON" - "$OUT_DIR" "$WORK_DIR" <<'PY'
@@ -113,8 +121,11 @@ if tests_xml.exists():
     suite = ET.parse(tests_xml).getroot()
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     summary["tests"] = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
-bench = json_lines("benchmark")
-summary["benchmark"] = bench[-1] if bench else None
+summary["benchmark"] = {}
+for name in ("benchmark_uniform", "benchmark_local", "benchmark_scalar_uniform", "benchmark_scalar_local"):
+    rows = json_lines(name)
+    if rows:
+        summary["benchmark"][name] = rows[-1]
 summary["inference"] = json_lines("inference")
 train = json_lines("train_memory")
 if train:

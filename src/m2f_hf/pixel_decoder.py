@@ -92,14 +92,22 @@ class MultiScaleDeformableAttention(nn.Module):
         )
         offsets = projected[..., :num_offsets].reshape(batch, num_queries, heads, levels, points, 2)
         logits = projected[..., num_offsets:].reshape(batch, num_queries, heads, levels * points)
-        weights = _SmallSoftmax.apply(logits).view(batch, num_queries, heads, levels, points)
+        # torch's fused softmax on accelerators; on the CPU its kernel is slow for rows this short
+        probs = _SmallSoftmax.apply(logits) if logits.device.type == "cpu" else logits.softmax(-1)
+        weights = probs.view(batch, num_queries, heads, levels, points)
         locations = reference_points[None, :, None, None, None, :] + offsets
         output = multi_scale_deformable_attention(value, spatial_shapes, level_start_index, locations, weights)
         return self.output_proj(output), (weights if return_weights else None)
 
 
-# tokens per block of the encoder FFN (a 4 MB hidden block at the default width of 1024)
+# tokens per block of the encoder FFN on the CPU (a 4 MB hidden block at the default width of 1024)
 _FFN_CHUNK = 1024
+
+
+def _block_rows(flat: torch.Tensor) -> int:
+    """Rows per FFN block: `_FFN_CHUNK` on the CPU, where a block that stays in cache pays; every row at once on an
+    accelerator, where each block would cost kernel launches and the whole product is no slower."""
+    return _FFN_CHUNK if flat.device.type == "cpu" else max(1, flat.shape[0])
 
 
 class _BlockwiseNormFeedForward(torch.autograd.Function):
@@ -118,8 +126,9 @@ class _BlockwiseNormFeedForward(torch.autograd.Function):
         channels = x.shape[-1]
         flat = x.reshape(-1, channels)
         out = torch.empty_like(flat)
-        for start in range(0, flat.shape[0], _FFN_CHUNK):
-            block = slice(start, start + _FFN_CHUNK)
+        rows = _block_rows(flat)
+        for start in range(0, flat.shape[0], rows):
+            block = slice(start, start + rows)
             normed = F.layer_norm(flat[block], (channels,), norm_weight, norm_bias, eps)
             hidden = torch.addmm(bias1, normed, weight1.t()).relu_()
             torch.addmm(bias2, hidden, weight2.t(), out=out[block]).add_(normed)
@@ -137,8 +146,9 @@ class _BlockwiseNormFeedForward(torch.autograd.Function):
         grad_norm_weight, grad_norm_bias = torch.zeros_like(norm_weight), torch.zeros_like(norm_bias)
         grad_weight1, grad_bias1 = torch.zeros_like(weight1), torch.zeros_like(bias1)
         grad_weight2 = torch.zeros_like(weight2)
-        for start in range(0, flat.shape[0], _FFN_CHUNK):
-            block = slice(start, start + _FFN_CHUNK)
+        rows = _block_rows(flat)
+        for start in range(0, flat.shape[0], rows):
+            block = slice(start, start + rows)
             with torch.enable_grad():  # the norm's own backward, from autograd on the block
                 block_x = flat[block].detach().requires_grad_()
                 block_weight, block_bias = norm_weight.detach().requires_grad_(), norm_bias.detach().requires_grad_()
@@ -236,9 +246,10 @@ class DeformableEncoderLayer(GradientCheckpointingLayer):
             return self.fc2(F.dropout(self.activation(self.fc1(hidden_states)), self.dropout, self.training))
         flat = hidden_states.reshape(-1, hidden_states.shape[-1])
         out = torch.empty_like(flat)
-        for start in range(0, flat.shape[0], _FFN_CHUNK):
-            hidden = self.activation(self.fc1(flat[start : start + _FFN_CHUNK]))
-            torch.addmm(self.fc2.bias, hidden, self.fc2.weight.t(), out=out[start : start + _FFN_CHUNK])
+        rows = _block_rows(flat)
+        for start in range(0, flat.shape[0], rows):
+            hidden = self.activation(self.fc1(flat[start : start + rows]))
+            torch.addmm(self.fc2.bias, hidden, self.fc2.weight.t(), out=out[start : start + rows])
         return out.view_as(hidden_states)
 
 

@@ -216,7 +216,10 @@ def _mask_logits(embeddings: torch.Tensor, mask_features: torch.Tensor) -> torch
     batch, channels, height, width = mask_features.shape
     # (B, Q, C) @ (B, C, H*W) -> (B, Q, H*W); a plain bmm avoids the copy einsum makes of its output
     flat = mask_features.reshape(batch, channels, height * width)
-    if torch.is_grad_enabled() and (embeddings.requires_grad or flat.requires_grad):
+    # On the CPU the backward skips the queries without gradient; on an accelerator finding them would stall the
+    # device queue (a host sync per image and layer) to save products that are cheap there.
+    sparse_backward = flat.device.type == "cpu" and (embeddings.requires_grad or flat.requires_grad)
+    if torch.is_grad_enabled() and sparse_backward:
         masks = _MaskLogitsSparseBackward.apply(embeddings, flat)
     else:
         masks = torch.bmm(embeddings, flat)
