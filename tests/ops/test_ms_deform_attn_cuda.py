@@ -40,21 +40,31 @@ def _run(inputs, implementation, grad_out=None):
     return out, grads, grad_out
 
 
-def _assert_matches_pytorch(inputs, atol, rtol):
-    out, grads, grad_out = _run(inputs, "cuda")
-    ref_inputs = [t.detach().float().requires_grad_(t.requires_grad) if t.is_floating_point() else t for t in inputs]
-    expected, expected_grads, _ = _run(ref_inputs, "pytorch", grad_out.float())
+def _assert_matches_pytorch(inputs, tolerance, implementation="cuda"):
+    """The kernel against the PyTorch path run in float64 on the same (already rounded) inputs.
+
+    A location gradient sums products over head_dim and the four corners and is scaled by the level's size, so its
+    float32 rounding error is of the order of eps x its terms, not eps x its value: where terms cancel, the error
+    is large relative to the value (seen on an H200: 3e-5 on an entry of 0.67, head_dim 64). The absolute tolerance
+    is therefore relative to the tensor's largest entry; a wrong term would be off by the order of that scale.
+    """
+    out, grads, grad_out = _run(inputs, implementation)
+    exact = [t.detach().double().requires_grad_(t.requires_grad) if t.is_floating_point() else t for t in inputs]
+    expected, expected_grads, _ = _run(exact, "pytorch", grad_out.double())
     assert out.dtype == inputs[0].dtype
-    torch.testing.assert_close(out.float(), expected, atol=atol, rtol=rtol)
-    for name, ours, theirs in zip(("value", "sampling_locations", "attention_weights"), grads, expected_grads):
-        assert ours.dtype == theirs.dtype or ours.dtype == inputs[0].dtype
-        torch.testing.assert_close(ours.float(), theirs, atol=atol, rtol=rtol, msg=lambda m, n=name: f"grad {n}: {m}")
+    names = ("output", "grad value", "grad sampling_locations", "grad attention_weights")
+    for name, ours, theirs in zip(names, (out, *grads), (expected, *expected_grads)):
+        assert ours.dtype in (inputs[0].dtype, torch.float32)
+        scale = max(1.0, theirs.abs().max().item())
+        torch.testing.assert_close(
+            ours.double(), theirs, atol=tolerance * scale, rtol=tolerance, msg=lambda m, n=name: f"{n}: {m}"
+        )
 
 
 @pytest.mark.parametrize("shapes, heads, head_dim, points", CASES)
 def test_float32_forward_backward_match_pytorch(make_inputs, shapes, heads, head_dim, points):
     inputs = make_inputs(shapes, heads=heads, head_dim=head_dim, points=points, device="cuda", requires_grad=True)
-    _assert_matches_pytorch(inputs, atol=1e-5, rtol=1e-5)
+    _assert_matches_pytorch(inputs, 1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -71,7 +81,7 @@ def test_half_precision_matches_pytorch(make_inputs, dtype, shapes, heads, head_
         weights.requires_grad_(),
     )
     # inputs are rounded to `dtype` first, so the comparison measures the kernel's accumulation, not the rounding
-    _assert_matches_pytorch(inputs, atol=1e-2, rtol=1e-2)
+    _assert_matches_pytorch(inputs, 1e-2)
 
 
 def test_gradcheck_float64(make_inputs):
@@ -138,7 +148,7 @@ def test_locations_far_outside_read_zero_and_get_zero_grads(make_inputs):
 
 def test_partly_outside_locations_match_pytorch(make_inputs):
     inputs = make_inputs([(6, 5), (3, 3)], head_dim=32, outside=1.0, device="cuda", requires_grad=True)
-    _assert_matches_pytorch(inputs, atol=1e-5, rtol=1e-5)
+    _assert_matches_pytorch(inputs, 1e-5)
 
 
 def test_large_case_matches_float64(make_inputs):
