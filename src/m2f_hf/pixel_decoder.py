@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from .fused_linear import fusion_applies, linear
 from .ops import multi_scale_deformable_attention
 from .position_encoding import sine_position_embedding
 
@@ -65,6 +66,7 @@ class MultiScaleDeformableAttention(nn.Module):
         spatial_shapes: torch.Tensor,
         level_start_index: torch.Tensor,
         return_weights: bool = False,
+        residual: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
@@ -73,11 +75,13 @@ class MultiScaleDeformableAttention(nn.Module):
             reference_points: `(num_queries, 2)` normalised (x, y), shared by the batch and the levels.
             spatial_shapes: `(num_levels, 2)` int64 (height, width).
             level_start_index: `(num_levels,)` int64.
+            residual: added to the output projection's result (in the same call where `fused_linear` applies).
         """
         batch, num_queries, _ = query.shape
         num_keys = value_input.shape[1]
         heads, levels, points = self.num_heads, self.num_levels, self.num_points
-        value = self.value_proj(value_input).view(batch, num_keys, heads, self.embed_dim // heads)
+        value = linear(value_input, self.value_proj.weight, self.value_proj.bias)
+        value = value.view(batch, num_keys, heads, self.embed_dim // heads)
         # Offsets and attention logits read the same query: one matrix product instead of two. Offsets are in
         # pixels of each level and are normalised by its (width, height): dividing the offset rows of the weights
         # and bias does that inside the product instead of in a pass over the (queries, heads, levels, points, 2)
@@ -85,7 +89,7 @@ class MultiScaleDeformableAttention(nn.Module):
         num_offsets = self.sampling_offsets.out_features
         normalizer = spatial_shapes.flip(-1).to(query.dtype)  # (num_levels, 2) as (width, height)
         normalizer = normalizer[None, :, None, :].expand(heads, levels, points, 2).reshape(num_offsets, 1)
-        projected = F.linear(
+        projected = linear(
             query,
             torch.cat((self.sampling_offsets.weight / normalizer, self.attention_weights.weight)),
             torch.cat((self.sampling_offsets.bias / normalizer[:, 0], self.attention_weights.bias)),
@@ -97,7 +101,8 @@ class MultiScaleDeformableAttention(nn.Module):
         weights = probs.view(batch, num_queries, heads, levels, points)
         locations = reference_points[None, :, None, None, None, :] + offsets
         output = multi_scale_deformable_attention(value, spatial_shapes, level_start_index, locations, weights)
-        return self.output_proj(output), (weights if return_weights else None)
+        attended = linear(output, self.output_proj.weight, self.output_proj.bias, residual=residual)
+        return attended, (weights if return_weights else None)
 
 
 # tokens per block of the encoder FFN on the CPU (a 4 MB hidden block at the default width of 1024)
@@ -205,6 +210,7 @@ class DeformableEncoderLayer(GradientCheckpointingLayer):
         level_start_index: torch.Tensor,
         return_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        dropout = self.training and self.dropout > 0
         attended, weights = self.self_attn(
             hidden_states + position_embeddings,
             hidden_states,
@@ -212,8 +218,9 @@ class DeformableEncoderLayer(GradientCheckpointingLayer):
             spatial_shapes=spatial_shapes,
             level_start_index=level_start_index,
             return_weights=return_weights,
+            residual=None if dropout else hidden_states,
         )
-        residual = hidden_states + F.dropout(attended, self.dropout, self.training)
+        residual = hidden_states + F.dropout(attended, self.dropout, self.training) if dropout else attended
         if self._blockwise_training(residual):
             norm = self.self_attn_layer_norm
             hidden_states = _BlockwiseNormFeedForward.apply(
@@ -222,8 +229,13 @@ class DeformableEncoderLayer(GradientCheckpointingLayer):
             )  # fmt: skip
         else:
             hidden_states = self.self_attn_layer_norm(residual)
-            ffn = self._feed_forward(hidden_states)
-            hidden_states = hidden_states + F.dropout(ffn, self.dropout, self.training)
+            if fusion_applies(hidden_states) and not self._plain_feed_forward(hidden_states):
+                # inference on the CPU: fc1 + bias + ReLU, then fc2 + bias + residual, each one oneDNN call
+                hidden = linear(hidden_states, self.fc1.weight, self.fc1.bias, relu=True)
+                hidden_states = linear(hidden, self.fc2.weight, self.fc2.bias, residual=hidden_states)
+            else:
+                ffn = self._feed_forward(hidden_states)
+                hidden_states = hidden_states + F.dropout(ffn, self.dropout, self.training)
         return self.final_layer_norm(hidden_states), weights
 
     def _plain_feed_forward(self, hidden_states: torch.Tensor) -> bool:

@@ -117,3 +117,17 @@ def test_model_with_cpu_kernel_matches_pytorch_path():
     dispatch.set_default_implementation("auto")
     for key in ("class_queries_logits", "masks_queries_logits"):
         torch.testing.assert_close(outputs["cpu"][key], outputs["pytorch"][key], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("outside", [0.0, 0.3])
+def test_head_dim_32_interior_and_border_points_match_pytorch_path(make_inputs, outside):
+    # head_dim 32 reads the four neighbours of a point in one pass when all four are on the map, and one by one
+    # otherwise: locations inside [0, 1] take the first path (bar the border cells), a wider range both
+    inputs = make_inputs(
+        [(9, 11), (5, 6), (3, 3)], heads=8, head_dim=32, points=4, queries=64, outside=outside, requires_grad=True
+    )
+    out, grads = _run(inputs, "cpu")
+    ref_out, ref_grads = _run(inputs, "pytorch")
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
+    for grad, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref, atol=1e-4, rtol=1e-4)

@@ -113,6 +113,19 @@ void forward_kernel(const Shape& s, const scalar_t* value, const scalar_t* locat
             const int64_t point = (bqh * s.levels + l) * s.points + p;
             const scalar_t attn = weights[point];
             const auto c = corners<scalar_t>(locations[2 * point], locations[2 * point + 1], height, width);
+            if (kDim > 0 && c.inside[0] && c.inside[3]) {
+              // all four neighbours on the map (the common case): one pass over head_dim for the four rows
+              const int64_t stride = heads * dim;
+              const scalar_t* __restrict__ r0 = level_value + c.row[0] * stride;
+              const scalar_t* __restrict__ r1 = level_value + c.row[1] * stride;
+              const scalar_t* __restrict__ r2 = level_value + c.row[2] * stride;
+              const scalar_t* __restrict__ r3 = level_value + c.row[3] * stride;
+              const scalar_t w0 = attn * c.weight[0], w1 = attn * c.weight[1];
+              const scalar_t w2 = attn * c.weight[2], w3 = attn * c.weight[3];
+#pragma omp simd
+              for (int64_t d = 0; d < dim; ++d) acc[d] += (w0 * r0[d] + w1 * r1[d]) + (w2 * r2[d] + w3 * r3[d]);
+              continue;
+            }
             for (int k = 0; k < 4; ++k) {
               if (!c.inside[k]) continue;
               const scalar_t w = attn * c.weight[k];
