@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from m2f_hf import M2FForUniversalSegmentation, pixel_decoder
+from m2f_hf import M2FForUniversalSegmentation, fused_linear, pixel_decoder
+from m2f_hf.ops import winograd
 from m2f_hf.testing import tiny_config
 
 
@@ -17,8 +18,11 @@ def test_small_softmax_matches_torch_and_its_gradient():
 
 
 def test_inference_feed_forward_in_blocks_equals_the_autograd_path(monkeypatch):
-    """Without autograd the encoder FFN runs a block of tokens at a time; with it, in one product."""
+    """Without autograd (and without oneDNN's fused linear) the encoder FFN runs a block of tokens at a time; with
+    autograd, in one product."""
     monkeypatch.setattr(pixel_decoder, "_FFN_CHUNK", 7)  # several blocks, the last one partial
+    monkeypatch.setattr(fused_linear, "enabled", False)  # the blocks are the path without it
+    monkeypatch.setattr(winograd, "enabled", False)  # the FPN's direct convolution on both sides
     torch.manual_seed(0)
     model = M2FForUniversalSegmentation(tiny_config()).eval()
     features = model.model.backbone(torch.randn(2, 3, 64, 96))

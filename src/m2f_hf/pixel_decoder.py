@@ -17,7 +17,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .fused_linear import fusion_applies, linear
-from .ops import multi_scale_deformable_attention
+from .ops import multi_scale_deformable_attention, winograd
 from .position_encoding import sine_position_embedding
 
 
@@ -416,7 +416,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             upsampled = F.interpolate(
                 outputs[-1].contiguous(), size=lateral_features.shape[-2:], mode="bilinear", align_corners=False
             )
-            outputs.append(output_conv(lateral_features + upsampled))
+            # CPU inference with the CPU kernel built: the 3x3 by Winograd's F(2x2, 3x3) (ops/winograd.py)
+            convolved = winograd.conv3x3(output_conv[0], lateral_features + upsampled)
+            outputs.append(output_conv[1:](convolved))
         return PixelDecoderOutput(
             mask_features=self.mask_projection(outputs[-1]),
             multi_scale_features=tuple(outputs[: self.num_levels]),

@@ -38,7 +38,7 @@ BUILD_DIR_ENV = "M2F_DEFORM_ATTN_BUILD_DIR"
 CSRC_DIR = Path(__file__).resolve().parent / "csrc"
 SOURCES = ("ms_deform_attn.cpp", "ms_deform_attn_cuda.cu")
 CPU_EXTENSION_NAME = "m2f_hf_ms_deform_attn_cpu"
-CPU_SOURCES = ("ms_deform_attn_cpu.cpp",)
+CPU_SOURCES = ("ms_deform_attn_cpu.cpp", "conv3x3_winograd_cpu.cpp")
 CPU_FLAGS = ["-O3", "-march=native", "-fopenmp"]
 
 # Exceptions a toolkit-less machine, a compiler error or an ABI mismatch raise from cpp_extension.load: compiler

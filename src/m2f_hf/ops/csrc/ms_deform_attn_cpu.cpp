@@ -230,8 +230,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_cpu_backward(
   return {grad_value, grad_locations, grad_weights};
 }
 
+// conv3x3_winograd_cpu.cpp
+at::Tensor winograd_weight_transform(const at::Tensor& weight);
+at::Tensor winograd_conv3x3(const at::Tensor& input, const at::Tensor& transformed_weight);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "m2f_hf multi-scale deformable attention CPU kernels";
+  m.doc() = "m2f_hf CPU kernels: multi-scale deformable attention, Winograd 3x3 convolution";
   m.def("forward", &ms_deform_attn_cpu_forward, "Multi-scale deformable attention forward (CPU)", py::arg("value"),
         py::arg("spatial_shapes"), py::arg("level_start_index"), py::arg("sampling_locations"),
         py::arg("attention_weights"));
@@ -239,4 +243,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Multi-scale deformable attention backward (CPU): grads of value, sampling_locations, attention_weights",
         py::arg("grad_output"), py::arg("value"), py::arg("spatial_shapes"), py::arg("level_start_index"),
         py::arg("sampling_locations"), py::arg("attention_weights"));
+  m.def("winograd_weight_transform", &winograd_weight_transform,
+        "3x3 filters (K, C, 3, 3) -> Winograd F(2x2, 3x3) transformed filters (16, K, C)", py::arg("weight"));
+  m.def("winograd_conv3x3", &winograd_conv3x3,
+        "3x3 convolution, stride 1, padding 1, no bias, from transformed filters (Winograd F(2x2, 3x3))",
+        py::arg("input"), py::arg("transformed_weight"));
 }
