@@ -74,3 +74,36 @@ def test_model_inference_with_and_without_fusion(monkeypatch):
         plain = model(pixel_values)
     for name in ("class_queries_logits", "masks_queries_logits"):
         torch.testing.assert_close(getattr(fused, name), getattr(plain, name), atol=1e-5, rtol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv1x1_equals_the_convolution(batch, bias):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(24, 40, kernel_size=1, bias=bias)
+    x = torch.randn(batch, 24, 9, 13)
+    with torch.no_grad():
+        out = fused_linear.conv1x1(conv, x)
+        expected = conv(x)
+        strided = fused_linear.conv1x1(conv, x.transpose(2, 3))  # a non-contiguous map
+        expected_strided = conv(x.transpose(2, 3))
+    assert out.shape == expected.shape and out.is_contiguous()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(strided, expected_strided, atol=1e-5, rtol=1e-5)
+
+
+def test_conv1x1_falls_back_to_the_module(monkeypatch):
+    x = torch.randn(1, 4, 6, 6)
+    calls = []
+    module_forward = torch.nn.Conv2d.forward
+    for conv in (
+        torch.nn.Conv2d(4, 4, 3, padding=1),
+        torch.nn.Conv2d(4, 4, 1, stride=2),
+        torch.nn.Conv2d(4, 4, 1, groups=2),
+        torch.nn.Conv2d(4, 4, 1),  # with autograd on
+    ):
+        monkeypatch.setattr(conv, "forward", lambda t, conv=conv: calls.append(conv) or module_forward(conv, t))
+        with torch.set_grad_enabled(conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1):
+            fused_linear.conv1x1(conv, x)
+    assert len(calls) == 4
