@@ -107,3 +107,11 @@ def test_conv1x1_falls_back_to_the_module(monkeypatch):
         with torch.set_grad_enabled(conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1):
             fused_linear.conv1x1(conv, x)
     assert len(calls) == 4
+
+
+def test_residual_keeps_the_wider_dtype_under_autocast():
+    # the encoder's residual stream is float32 after its layer norms; a bfloat16 product must not narrow it
+    x, weight, residual = torch.randn(4, 8), torch.randn(6, 8), torch.randn(4, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fused_linear.linear(x, weight, None, residual=residual)
+    assert out.dtype == torch.float32

@@ -66,7 +66,9 @@ def linear(
     if relu:
         out = out.relu_()
     if residual is not None:
-        out = out.add_(residual)
+        # out of place: under autocast `out` may be half precision while the residual stream is float32, and the
+        # sum must take the wider type, as `residual + linear(x)` does
+        out = residual + out
     return out
 
 
