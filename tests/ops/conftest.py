@@ -38,6 +38,15 @@ def make_inputs(
     return value, spatial_shapes.to(device), level_start_index.to(device), locations, weights
 
 
+@pytest.fixture(scope="module")
+def cpu_kernel():
+    """The CPU extension, built once (cached); a module using it is skipped where it cannot be built."""
+    try:
+        return build.load_cpu_kernel()
+    except build.KernelUnavailableError as error:
+        pytest.skip(f"no CPU kernel on this machine: {error}")
+
+
 @pytest.fixture(name="make_inputs")
 def make_inputs_fixture():
     return make_inputs

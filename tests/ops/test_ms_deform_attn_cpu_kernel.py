@@ -21,12 +21,7 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cpu_kernel():
-    try:
-        return build.load_cpu_kernel()
-    except build.KernelUnavailableError as error:
-        pytest.skip(f"no CPU kernel on this machine: {error}")
+pytestmark = pytest.mark.usefixtures("cpu_kernel")  # built once (tests/ops/conftest.py), else skipped
 
 
 def _run(inputs, implementation):

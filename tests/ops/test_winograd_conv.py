@@ -8,16 +8,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from m2f_hf import M2FForUniversalSegmentation
-from m2f_hf.ops import build, dispatch, winograd
+from m2f_hf.ops import dispatch, winograd
 from m2f_hf.testing import tiny_config
 
-
-@pytest.fixture(scope="module", autouse=True)
-def cpu_kernel():
-    try:
-        return build.load_cpu_kernel()
-    except build.KernelUnavailableError as error:
-        pytest.skip(f"no CPU kernel on this machine: {error}")
+pytestmark = pytest.mark.usefixtures("cpu_kernel")  # built once (tests/ops/conftest.py), else skipped
 
 
 def _conv(in_channels, out_channels, bias=False, seed=0):
