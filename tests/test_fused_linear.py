@@ -115,3 +115,14 @@ def test_residual_keeps_the_wider_dtype_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = fused_linear.linear(x, weight, None, residual=residual)
     assert out.dtype == torch.float32
+
+
+@needs_onednn
+def test_fused_accepts_non_contiguous_inputs():
+    torch.manual_seed(0)
+    x = torch.randn(3, 50, 40).transpose(0, 1)  # (50, 3, 40), not contiguous
+    weight, bias = torch.randn(20, 40), torch.randn(20)
+    residual = torch.randn(20, 3, 50).permute(2, 1, 0)
+    with torch.no_grad():
+        out = fused_linear.linear(x, weight, bias, residual=residual)
+    torch.testing.assert_close(out, _plain(x, weight, bias, residual=residual), atol=1e-5, rtol=1e-5)

@@ -55,7 +55,7 @@ def linear(
         raise ValueError("linear: pass relu=True or a residual, not both")
     out_features = weight.shape[0]
     if fusion_applies(x):
-        flat = x.reshape(-1, x.shape[-1])
+        flat = x.reshape(-1, x.shape[-1]).contiguous()
         if residual is not None:
             other = residual.reshape(-1, out_features).contiguous()
             out = _LINEAR_POINTWISE.binary(flat, other, weight, bias, "add")
