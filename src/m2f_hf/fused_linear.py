@@ -19,14 +19,23 @@ enabled = True
 
 
 def _onednn_linear_pointwise():
-    mkldnn = getattr(torch.ops, "mkldnn", None)
-    try:
-        return mkldnn._linear_pointwise if mkldnn is not None else None
-    except (AttributeError, RuntimeError):  # torch built without oneDNN
+    """The op, if this torch has it and it computes a small product correctly on this machine; else None."""
+    if not torch.backends.mkldnn.is_available():
         return None
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+        x = torch.arange(6, dtype=torch.float32).view(2, 3)
+        weight = torch.arange(12, dtype=torch.float32).view(4, 3) / 8
+        bias = torch.ones(4)
+        with torch.no_grad():
+            works = torch.allclose(op(x, weight, bias, "relu", [], ""), F.linear(x, weight, bias).relu())
+            works = works and torch.allclose(op.binary(x, bias.expand(2, 4), weight, None, "add"), x @ weight.t() + 1)
+    except (AttributeError, RuntimeError, NotImplementedError):  # torch built without it, or a CPU it refuses
+        return None
+    return op if works else None
 
 
-_LINEAR_POINTWISE = _onednn_linear_pointwise() if torch.backends.mkldnn.is_available() else None
+_LINEAR_POINTWISE = _onednn_linear_pointwise()
 
 
 def fusion_applies(x: torch.Tensor) -> bool:
