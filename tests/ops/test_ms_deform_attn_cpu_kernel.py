@@ -1,6 +1,6 @@
 """The compiled CPU kernel against the PyTorch path (the specification), its gradients and its dispatch.
 
-The kernel is built once (about 30 s on 2 cores; cached in ~/.cache/m2f_hf). Where no C++ toolchain is present the
+The kernel is built once (about 40 s on 2 cores; cached in ~/.cache/m2f_hf). Where no C++ toolchain is present the
 tests are skipped with the build's reason: the PyTorch path is then what runs, and it is tested on its own.
 """
 

@@ -8,7 +8,7 @@ Ahead of time (e.g. in a Docker image, on a machine with the CUDA toolkit)::
 
     python -m m2f_hf.ops                   # architectures of the visible GPUs
     python -m m2f_hf.ops --arch "8.0;9.0"  # no GPU needed; sets TORCH_CUDA_ARCH_LIST
-    python -m m2f_hf.ops --cpu             # the CPU kernel (a C++ compiler and ninja; about 30 s)
+    python -m m2f_hf.ops --cpu             # the CPU kernels (a C++ compiler and ninja; about 40 s)
 
 The CPU kernel is compiled for the machine's own instruction set (``-march=native``), so its cache directory is keyed
 by the CPU model and flags as well. It is never built implicitly: ``auto`` uses it for CPU tensors once it has been
