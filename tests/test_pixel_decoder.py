@@ -95,12 +95,17 @@ def test_blockwise_training_norm_and_feed_forward_match_autograd(monkeypatch):
         torch.testing.assert_close(g, e)
 
 
+def _training_encoder_layer():
+    """A small post-norm encoder layer in training mode (one 4x5 level, ReLU FFN of width 64, no dropout)."""
+    return pixel_decoder.DeformableEncoderLayer(
+        embed_dim=16, num_heads=2, num_levels=1, num_points=2, ffn_dim=64, dropout=0.0, activation="relu"
+    ).train()
+
+
 def test_encoder_layer_keeps_neither_norm_output_nor_hidden_activation_for_backward():
     """With autograd the encoder layer's second half saves its input, not the normalised tokens or the FFN hidden."""
     torch.manual_seed(0)
-    layer = pixel_decoder.DeformableEncoderLayer(
-        embed_dim=16, num_heads=2, num_levels=1, num_points=2, ffn_dim=64, dropout=0.0, activation="relu"
-    ).train()
+    layer = _training_encoder_layer()
     hidden = torch.randn(1, 20, 16, requires_grad=True)
     args = (torch.zeros(1, 20, 16), torch.rand(20, 2), torch.tensor([[4, 5]]), torch.tensor([0]))
     saved = []
@@ -119,9 +124,7 @@ def test_encoder_layer_keeps_neither_norm_output_nor_hidden_activation_for_backw
 def test_encoder_layer_gradients_equal_the_plain_formulation(monkeypatch):
     monkeypatch.setattr(pixel_decoder, "_FFN_CHUNK", 6)
     torch.manual_seed(0)
-    layer = pixel_decoder.DeformableEncoderLayer(
-        embed_dim=16, num_heads=2, num_levels=1, num_points=2, ffn_dim=64, dropout=0.0, activation="relu"
-    ).train()
+    layer = _training_encoder_layer()
     hidden = torch.randn(2, 20, 16, requires_grad=True)
     args = (torch.randn(1, 20, 16), torch.rand(20, 2), torch.tensor([[4, 5]]), torch.tensor([0]))
 

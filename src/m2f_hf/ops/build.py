@@ -23,6 +23,7 @@ Environment:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -175,8 +176,9 @@ _cpu_kernel: ModuleType | None = None
 _cpu_failure: KernelUnavailableError | None = None
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_signature() -> str:
-    """The CPU model and instruction-set flags (what ``-march=native`` compiles for)."""
+    """The CPU model and instruction-set flags (what ``-march=native`` compiles for); read once per process."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -202,7 +204,10 @@ def cpu_build_directory() -> Path:
     return base / "ms_deform_attn" / key
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_sources_digest() -> str:
+    """Digest of the CPU sources and flags, computed once per process (`auto` asks on every call while the
+    kernel is not built)."""
     import hashlib
 
     digest = hashlib.sha256(" ".join(CPU_FLAGS).encode())
@@ -285,19 +290,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="show the compiler commands and output")
     args = parser.parse_args(argv)
     if args.cpu:
-        try:
-            module = load_cpu_kernel(verbose=args.verbose)
-        except KernelUnavailableError as error:
-            print(json.dumps({"built": False, "reason": str(error)}))
-            return 1
-        print(json.dumps({"built": True, "module": module.__file__, "build_dir": str(cpu_build_directory())}))
-        return 0
+        return _build_and_report(load_cpu_kernel, cpu_build_directory, args.verbose)
     if args.arch:
         os.environ["TORCH_CUDA_ARCH_LIST"] = args.arch
+    return _build_and_report(load_kernel, build_directory, args.verbose)
+
+
+def _build_and_report(load, directory, verbose: bool) -> int:
+    """Build (or load) one kernel and print the outcome as one JSON line; the exit status of `main`."""
     try:
-        module = load_kernel(verbose=args.verbose)
+        module = load(verbose=verbose)
     except KernelUnavailableError as error:
         print(json.dumps({"built": False, "reason": str(error)}))
         return 1
-    print(json.dumps({"built": True, "module": module.__file__, "build_dir": str(build_directory())}))
+    print(json.dumps({"built": True, "module": module.__file__, "build_dir": str(directory())}))
     return 0
