@@ -454,3 +454,19 @@ def test_training_step_under_bf16_autocast(deform_attn_fp32):
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert all(g.dtype == torch.float32 for g in grads)
+
+
+def test_config_class_metadata_round_trip_and_validation(tmp_path):
+    config = tiny_config(num_labels=4, thing_ids=[3, 1], dataset_category_ids=[1, 5, 7, 90])
+    assert config.thing_ids == [1, 3]
+    assert config.stuff_ids == [0, 2]
+    config.save_pretrained(tmp_path)
+    loaded = M2FConfig.from_pretrained(tmp_path)
+    assert loaded.thing_ids == [1, 3] and loaded.dataset_category_ids == [1, 5, 7, 90]
+    assert tiny_config().thing_ids is None and tiny_config().stuff_ids is None
+    with pytest.raises(ValueError, match="thing_ids"):
+        tiny_config(num_labels=4, thing_ids=[4])
+    with pytest.raises(ValueError, match="thing_ids"):
+        tiny_config(num_labels=4, thing_ids=[1, 1])
+    with pytest.raises(ValueError, match="dataset_category_ids has 2 entries"):
+        tiny_config(num_labels=4, dataset_category_ids=[1, 2])

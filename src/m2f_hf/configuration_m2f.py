@@ -100,6 +100,13 @@ class M2FConfig(PretrainedConfig):
             Standard deviation of normal initialisers.
         init_xavier_std (`float`, *optional*, defaults to 1.0):
             Gain of the Xavier initialisers in the transformer decoder.
+        thing_ids (`list[int]`, *optional*):
+            Model class indices (keys of `id2label`) of the countable "thing" classes; the others are "stuff". `None`
+            means unknown (every class may be an instance). Instance inference keeps only thing classes when known,
+            as the original does.
+        dataset_category_ids (`list[int]`, *optional*):
+            Per model class index, the category id the training dataset used for it (COCO's 1..90, say), so that
+            predictions can be written back with the dataset's own ids. `None`: the class index is the id.
     """
 
     model_type = "m2f_hf"
@@ -141,6 +148,8 @@ class M2FConfig(PretrainedConfig):
     ignore_value: int = 255
     init_std: float = 0.02
     init_xavier_std: float = 1.0
+    thing_ids: list[int] | None = None
+    dataset_category_ids: list[int] | None = None
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs):
@@ -233,6 +242,7 @@ class M2FConfig(PretrainedConfig):
             raise ValueError(
                 f"timm_out_indices={self.timm_out_indices} must name 4 feature levels (strides 4, 8, 16 and 32)."
             )
+        self._validate_class_metadata()
         if self.backbone_config is not None:
             out_features = getattr(self.backbone_config, "out_features", None)
             if out_features is not None and len(out_features) < 4:
@@ -240,3 +250,34 @@ class M2FConfig(PretrainedConfig):
                     f"backbone_config.out_features={out_features} gives {len(out_features)} feature levels; Mask2Former "
                     "needs 4 (strides 4, 8, 16 and 32), e.g. ['stage1', 'stage2', 'stage3', 'stage4']."
                 )
+
+    def _validate_class_metadata(self) -> None:
+        num_labels = len(self.id2label) if self.id2label is not None else None
+        if self.thing_ids is not None:
+            ids = list(self.thing_ids)
+            if any(not isinstance(i, int) or isinstance(i, bool) for i in ids) or len(set(ids)) != len(ids):
+                raise ValueError(f"thing_ids={ids!r} must be distinct integer class indices.")
+            if num_labels is not None and any(not 0 <= i < num_labels for i in ids):
+                raise ValueError(
+                    f"thing_ids={ids!r} must lie in [0, num_labels={num_labels}) (model class indices, the keys of "
+                    "id2label)."
+                )
+            self.thing_ids = sorted(ids)
+        if self.dataset_category_ids is not None:
+            ids = list(self.dataset_category_ids)
+            if any(not isinstance(i, int) or isinstance(i, bool) for i in ids) or len(set(ids)) != len(ids):
+                raise ValueError(f"dataset_category_ids={ids!r} must be distinct integers (one per class).")
+            if num_labels is not None and len(ids) != num_labels:
+                raise ValueError(
+                    f"dataset_category_ids has {len(ids)} entries but the config has num_labels={num_labels}; "
+                    "expected one dataset category id per model class index."
+                )
+            self.dataset_category_ids = ids
+
+    @property
+    def stuff_ids(self) -> list[int] | None:
+        """Model class indices of the stuff classes, or `None` when `thing_ids` is unknown."""
+        if self.thing_ids is None:
+            return None
+        things = set(self.thing_ids)
+        return [i for i in range(self.num_labels) if i not in things]
