@@ -1,0 +1,124 @@
+"""Load a model and its image processor for segmentation from whatever a user names: one of our checkpoint folders,
+a transformers-native Mask2Former checkpoint (converted on load), a Hub id, or the bundled default model."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# A Hub repo id: "name" or "owner/name" of letters, digits, "-", "_", "."; anything else must be a local path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+DEFAULT_MODEL_NAME = "m2f_hf default model"
+
+
+class ModelLoadError(ValueError):
+    """A model, processor or device that cannot be used; the message says which and why (shown as is)."""
+
+
+@dataclass
+class LoadedModel:
+    """A model in evaluation mode on its device, its image processor, and where it came from."""
+
+    model: object
+    processor: object
+    source: str  # as given by the user, or DEFAULT_MODEL_NAME (reported in the JSON)
+
+    @property
+    def is_default_model(self) -> bool:
+        return self.source == DEFAULT_MODEL_NAME
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return {int(k): v for k, v in self.model.config.id2label.items()}
+
+
+def resolve_device(name: str):
+    """`auto` (CUDA when available), `cpu` or `cuda` as a torch device."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ModelLoadError(f"device must be one of auto, cpu, cuda; got {name!r}.")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device cuda was asked for but torch sees no CUDA device; use cpu or auto.")
+    return torch.device(name)
+
+
+def _model_type(spec: str, local: bool) -> str | None:
+    """`model_type` of the checkpoint's config.json (a local folder or a Hub repo)."""
+    if local:
+        config_file = Path(spec) / "config.json"
+        if not config_file.is_file():
+            raise ModelLoadError(f"model {spec!r} is a folder without config.json; expected a checkpoint directory.")
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            config_file = hf_hub_download(spec, "config.json")
+        except Exception as error:  # offline, unknown repo, gated repo: all end with the Hub's reason
+            reason = str(error).splitlines()[0] if str(error) else ""
+            raise ModelLoadError(
+                f"model {spec!r} is not a local folder, and its config.json could not be fetched from the Hugging "
+                f"Face Hub ({type(error).__name__}: {reason})."
+            ) from error
+    try:
+        with open(config_file) as handle:
+            return json.load(handle).get("model_type")
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot read {config_file} of model {spec!r}: {error}") from error
+
+
+def load_segmentation_model(spec: str | None, device="cpu") -> LoadedModel:
+    """Our checkpoint, a transformers-native one (converted on load), or the bundled default model when `spec` is
+    None; in evaluation mode, on `device` (a torch device or `auto` / `cpu` / `cuda`).
+
+    Raises:
+        ModelLoadError: no such folder or Hub repo, a folder without config.json, a broken checkpoint or processor.
+    """
+    from ..image_processing_m2f import M2FImageProcessor
+    from ..modeling_m2f import M2FForUniversalSegmentation
+    from ..resources import default_model_path
+
+    if isinstance(device, str):
+        device = resolve_device(device)
+    if spec is None:
+        try:
+            path = str(default_model_path())
+        except FileNotFoundError as error:
+            raise ModelLoadError(str(error)) from error
+        source = DEFAULT_MODEL_NAME
+    else:
+        path = os.path.expanduser(spec)
+        source = spec
+    local = os.path.exists(path)
+    if not local and (spec is None or not _HUB_ID.match(path)):
+        raise ModelLoadError(f"model {spec!r}: no such file or directory (and not a Hub id such as 'owner/name').")
+    if local and not os.path.isdir(path):
+        raise ModelLoadError(f"model {spec!r} is a file; expected a checkpoint directory with config.json.")
+    model_type = _model_type(path, local)
+    try:
+        if model_type == "mask2former":
+            from ..convert import from_transformers_pretrained
+
+            model = from_transformers_pretrained(path)
+        else:
+            model = M2FForUniversalSegmentation.from_pretrained(path)
+    except ModelLoadError:
+        raise
+    except Exception as error:  # a broken checkpoint: say which and why, without a traceback
+        raise ModelLoadError(f"cannot load the model {source!r}: {type(error).__name__}: {error}") from error
+    try:
+        processor = M2FImageProcessor.from_pretrained(path)
+    except (OSError, ValueError, TypeError) as error:
+        raise ModelLoadError(
+            f"cannot load the image processor of {source!r} (preprocessor_config.json): {error}"
+        ) from error
+    return LoadedModel(model=model.to(device).eval(), processor=processor, source=source)
