@@ -18,6 +18,15 @@ def encode_mask(mask) -> dict:
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"]}
 
 
+def decode_mask(segmentation: dict):
+    """The (H, W) bool numpy mask of a record's `segmentation` (the inverse of [`encode_mask`])."""
+    from pycocotools import mask as mask_utils
+
+    counts = segmentation["counts"]
+    rle = {"size": list(segmentation["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
+    return mask_utils.decode(rle).astype(bool)
+
+
 def segment_record(mask, segment_id: int, label_id: int, score, id2label: dict) -> dict:
     """The record of one segment given its (H, W) bool numpy mask."""
     import numpy as np
