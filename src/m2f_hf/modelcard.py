@@ -21,6 +21,8 @@ PAPER_URL = "https://arxiv.org/abs/2112.01527"
 ORIGINAL_REPO = "https://github.com/facebookresearch/Mask2Former"
 ORIGINAL_ZOO = f"{ORIGINAL_REPO}/blob/main/MODEL_ZOO.md"
 ORIGINAL_LICENSE = "cc-by-nc-4.0"
+SPACES_URL = "https://huggingface.co/spaces"
+_SPACE_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 _TASK_NAMES = {
     "panoptic": "Panoptic segmentation",
@@ -131,6 +133,7 @@ def render_model_card(
     tags: Sequence[str] = (),
     description: str | None = None,
     extra_sections: Mapping[str, str] | None = None,
+    space_id: str | None = None,
 ) -> str:
     """The text of a `README.md` model card.
 
@@ -148,11 +151,15 @@ def render_model_card(
         tags: extra tags (`image-segmentation`, `mask2former` and the task are always added).
         description: a paragraph under the title.
         extra_sections: `{heading: markdown}` appended before the citation.
+        space_id: Hub id (`owner/name`) of a Space running the m2f_hf web demo with this model (made with
+            `demo/prepare_space.py`, docs/demo.md); adds a "Try it" section linking to it.
     """
     if task is not None and task not in _TASK_NAMES:
         raise ValueError(f"task={task!r} must be one of {sorted(_TASK_NAMES)} or None.")
     if library_name not in ("m2f_hf", "transformers"):
         raise ValueError(f"library_name={library_name!r} must be 'm2f_hf' or 'transformers'.")
+    if space_id is not None and not _SPACE_ID.fullmatch(space_id):
+        raise ValueError(f"space_id={space_id!r} must be a Space's Hub id 'owner/name'.")
     repo_id = repo_id or model_name
     all_tags = ["image-segmentation", "mask2former", "vision"]
     if task is not None:
@@ -197,6 +204,14 @@ def render_model_card(
         lines += [f"## Evaluation{origin}", "", "| metric | value |", "| --- | --- |"]
         lines += [f"| {name} | {value} |" for name, value in metrics.items()]
         lines.append("")
+    if space_id is not None:
+        lines += [
+            "## Try it",
+            "",
+            f"A web demo of this model runs in the browser on the Space [{space_id}]({SPACES_URL}/{space_id}): "
+            "upload an image and get its segments, a table and the JSON (the m2f_hf demo, `m2f-demo`).",
+            "",
+        ]
     lines.append(_usage(repo_id, library_name, task))
     for heading, body in (extra_sections or {}).items():
         lines += [f"## {heading}", "", body.strip(), ""]

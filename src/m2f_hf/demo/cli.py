@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .service import DEFAULT_MAX_MODELS, DEFAULT_MAX_PIXELS
+from .service import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_MODELS, DEFAULT_MAX_PIXELS
 
 EXIT_FATAL = 2
 
@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-queue", type=int, default=None, help="requests allowed to wait; more are refused (default: no limit)"
     )
-    parser.add_argument("--max-file-size", default="100mb", help="largest upload, e.g. 20mb or 1gb (default: 100mb)")
+    parser.add_argument(
+        "--max-file-size",
+        default=DEFAULT_MAX_FILE_SIZE,
+        help=f"largest upload, e.g. 20mb or 1gb (default: {DEFAULT_MAX_FILE_SIZE})",
+    )
     return parser
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 DEFAULT_MAX_PIXELS = 4096 * 4096
 DEFAULT_MAX_MODELS = 2
 DEFAULT_KEEP_RESULTS = 64
+DEFAULT_MAX_FILE_SIZE = "100mb"  # the largest upload the server accepts (Gradio's size syntax)
 
 
 class DemoInputError(ValueError):
