@@ -138,3 +138,37 @@ def test_page_has_the_api_endpoint_and_the_controls_of_extra_options(monkeypatch
     with pytest.raises(ZeroDivisionError):
         demo_app.segment(_upload(example_images()[0]), "", "panoptic", 0.5, 0.5, 0.9)
     assert seen == [{"mask_threshold": 0.9}]  # the control's value reaches SegmentOptions by its field name
+
+
+def test_sliding_window_mode_has_its_own_size_limit(app, monkeypatch):
+    import types
+
+    import gradio as gr
+
+    from m2f_hf.demo import service
+
+    windowed = types.SimpleNamespace(task="panoptic", sliding_window=True)
+    monkeypatch.setattr(service, "make_options", lambda task, threshold, **extra: windowed)
+    monkeypatch.setattr(app, "max_pixels", 100)  # whole-image limit: not the one that applies
+    monkeypatch.setattr(app, "max_pixels_windowed", 200)
+    with pytest.raises(
+        gr.Error,
+        match=r"is 128x128 pixels \(0.0 MP\); this page segments images of up to 0.0 MP in sliding-window mode",
+    ):
+        _segment(app, _upload(example_images()[0]))
+
+
+def test_a_too_large_error_of_the_shared_path_is_shown_with_its_message(app, monkeypatch):
+    import gradio as gr
+
+    from m2f_hf.demo import service
+
+    class TooLarge(MemoryError):
+        pass
+
+    def refuse(*args, **kwargs):
+        raise TooLarge("this image needs 40 GB for plain post-processing; use sliding windows")
+
+    monkeypatch.setattr(service, "segment", refuse)
+    with pytest.raises(gr.Error, match="needs 40 GB for plain post-processing; use sliding windows"):
+        _segment(app, _upload(example_images()[0]))

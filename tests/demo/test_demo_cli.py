@@ -48,3 +48,14 @@ def test_without_gradio_the_package_imports_and_the_command_names_the_extra():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     assert 'pip install "m2f_hf[demo]"' in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_console_script_is_this_main():
+    import importlib
+    import tomllib
+    from pathlib import Path
+
+    with open(Path(__file__).resolve().parents[2] / "pyproject.toml", "rb") as handle:
+        target = tomllib.load(handle)["project"]["scripts"]["m2f-demo"]
+    module, _, name = target.partition(":")
+    assert getattr(importlib.import_module(module), name) is main

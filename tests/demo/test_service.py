@@ -168,6 +168,9 @@ def test_options_table_offers_only_fields_the_library_has(monkeypatch):
         ),
     )
     assert [c.name for c in service.available_options()] == ["mask_threshold"]
+    size = service.OptionControl("window_size", "Window size", "number", integer=True)
+    assert size.convert(256.0) == 256 and isinstance(size.convert(256.0), int) and size.convert(None) is None
+    assert service.OptionControl("tta", "TTA", "checkbox").convert(1) is True
     assert service.default_option_value("mask_threshold") == SegmentOptions().mask_threshold
     assert service.make_options("instance", 0.7, mask_threshold=0.3) == SegmentOptions(
         task="instance", threshold=0.7, mask_threshold=0.3

@@ -50,7 +50,8 @@ class DemoApp:
     Args:
         model: the model loaded at start and used when the model box is empty (None: the bundled default model).
         device: `auto`, `cpu` or `cuda`.
-        max_pixels: the largest image (width x height) the page segments.
+        max_pixels: the largest image (width x height) the page segments whole.
+        max_pixels_windowed: the largest with sliding windows (when the library has them).
         max_models: how many models stay loaded.
         work_dir: where the PNG and JSON downloads are written (default: a new temporary folder).
     """
@@ -61,11 +62,13 @@ class DemoApp:
         model: str | None = None,
         device: str = "auto",
         max_pixels: int = service.DEFAULT_MAX_PIXELS,
+        max_pixels_windowed: int = service.DEFAULT_MAX_PIXELS_WINDOWED,
         max_models: int = service.DEFAULT_MAX_MODELS,
         work_dir: str | Path | None = None,
     ):
         self.default_model = service.normalize_model_spec(model)
         self.max_pixels = max_pixels
+        self.max_pixels_windowed = max_pixels_windowed
         self.models = service.ModelCache(device, max_models=max_models)
         self.folders = service.ResultFolders(work_dir or tempfile.mkdtemp(prefix="m2f-demo-"))
         self.controls = service.available_options()
@@ -83,8 +86,11 @@ class DemoApp:
         """
         path, name = _upload_path(image)
         spec = service.normalize_model_spec(model_spec) or self.default_model
-        picture = service.read_image(path, name=name, max_pixels=self.max_pixels)
-        options = service.make_options(task, threshold, **{c.name: v for c, v in zip(self.controls, extra)})
+        options = service.make_options(task, threshold, **{c.name: c.convert(v) for c, v in zip(self.controls, extra)})
+        if getattr(options, "sliding_window", False):
+            picture = service.read_image(path, name=name, max_pixels=self.max_pixels_windowed, mode="sliding-window")
+        else:
+            picture = service.read_image(path, name=name, max_pixels=self.max_pixels)
         loaded = self.models.get(spec)
         start = time.perf_counter()
         result = service.segment(picture, name=name, loaded=loaded, options=options, alpha=float(alpha))
@@ -112,7 +118,7 @@ class DemoApp:
             record = records[row_index]
         else:
             raise DemoInputError("click a row of the segments table.")
-        picture = service.read_image(state["image"], name=state["name"], max_pixels=self.max_pixels)
+        picture = service.read_image(state["image"], name=state["name"], max_pixels=self.max_pixels_windowed)
         score = "" if record["score"] is None else f" {record['score']:.3f}"
         status = (
             f"Highlighted segment {record['id']}: **{html.escape(record['label'])}**{score}, {record['area']} "
@@ -150,7 +156,10 @@ class DemoApp:
                         label="Score threshold", info="panoptic / instance: minimum segment score",
                     )  # fmt: skip
                     alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity")
-                    extra = [_control(gr, c) for c in self.controls]
+                    extra = []
+                    if self.controls:
+                        with gr.Accordion("Large images and test-time augmentation", open=False):
+                            extra = [_control(gr, c) for c in self.controls]
                     submit = gr.Button("Segment", variant="primary", elem_id="submit")
                 with gr.Column(scale=1):
                     overlay = gr.Image(
@@ -271,10 +280,9 @@ def _page_errors(handler):
             return handler(*args)
         except (DemoInputError, ModelLoadError) as error:
             raise gr.Error(html.escape(str(error)), duration=ERROR_SECONDS, print_exception=False) from error
-        except MemoryError as error:
-            raise gr.Error(
-                "the server ran out of memory on this image; try a smaller one.", duration=ERROR_SECONDS
-            ) from error
+        except MemoryError as error:  # also the shared path's "too large for plain inference" (its message says so)
+            message = str(error) or "the server ran out of memory on this image; try a smaller one."
+            raise gr.Error(html.escape(message), duration=ERROR_SECONDS) from error
         except Exception as error:  # unexpected: the log gets the traceback, the page a one-line reason
             logger.exception("m2f_hf demo: request failed")
             raise gr.Error(

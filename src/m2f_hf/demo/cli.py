@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .service import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_MODELS, DEFAULT_MAX_PIXELS
+from .service import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_MODELS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_PIXELS_WINDOWED
 
 EXIT_FATAL = 2
 
@@ -40,7 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-pixels",
         type=int,
         default=DEFAULT_MAX_PIXELS,
-        help=f"largest image (width x height) the page segments (default: {DEFAULT_MAX_PIXELS})",
+        help=f"largest image (width x height) the page segments whole (default: {DEFAULT_MAX_PIXELS})",
+    )
+    parser.add_argument(
+        "--max-pixels-windowed",
+        type=int,
+        default=DEFAULT_MAX_PIXELS_WINDOWED,
+        help=f"largest image with sliding windows, when available (default: {DEFAULT_MAX_PIXELS_WINDOWED})",
     )
     parser.add_argument("--max-models", type=int, default=DEFAULT_MAX_MODELS, help="models kept loaded (default: 2)")
     parser.add_argument(
@@ -65,7 +71,7 @@ def _error(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `m2f-demo`; serves until interrupted and returns the exit status."""
     args = build_parser().parse_args(argv)
-    for name in ("port", "max_pixels", "max_models", "concurrency"):
+    for name in ("port", "max_pixels", "max_pixels_windowed", "max_models", "concurrency"):
         if getattr(args, name) < 1:
             return _error(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}.")
     if args.max_queue is not None and args.max_queue < 1:
@@ -86,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             model=args.model,
             device=args.device,
             max_pixels=args.max_pixels,
+            max_pixels_windowed=args.max_pixels_windowed,
             max_models=args.max_models,
             concurrency=args.concurrency,
             max_queue=args.max_queue,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import threading
 import time
@@ -22,6 +23,8 @@ from pathlib import Path
 # memory grows with the pixel count (a 4000x3000 photo takes about 2 GB on the CLI); a page shared by several users
 # refuses larger images with a message instead of running the server out of memory.
 DEFAULT_MAX_PIXELS = 4096 * 4096
+# With sliding windows memory follows the window, not the image; the limit then only bounds a request's time.
+DEFAULT_MAX_PIXELS_WINDOWED = 8192 * 8192
 DEFAULT_MAX_MODELS = 2
 DEFAULT_KEEP_RESULTS = 64
 DEFAULT_MAX_FILE_SIZE = "100mb"  # the largest upload the server accepts (Gradio's size syntax)
@@ -40,6 +43,7 @@ class OptionControl:
         label: the control's label.
         kind: `checkbox`, `slider` (with `minimum`, `maximum`, `step`) or `number`.
         info: one line under the label.
+        integer: the field takes an int (the page's number comes back as a float).
     """
 
     name: str
@@ -49,12 +53,39 @@ class OptionControl:
     minimum: float | None = None
     maximum: float | None = None
     step: float | None = None
+    integer: bool = False
+
+    def convert(self, value):
+        """The control's value as the `SegmentOptions` field takes it (an empty number box is None)."""
+        if value is None or value == "":
+            return None
+        if self.kind == "checkbox":
+            return bool(value)
+        return int(value) if self.integer else float(value)
 
 
 # Options of the shared path beyond task and score threshold, in page order. A row whose field `SegmentOptions`
 # does not have is skipped, so the page offers exactly what the installed library supports. The sliding-window and
 # test-time-augmentation fields are added here, one row each, as they land in m2f_hf.inference.
-EXTRA_OPTIONS: tuple[OptionControl, ...] = ()
+EXTRA_OPTIONS: tuple[OptionControl, ...] = (
+    OptionControl(
+        "sliding_window",
+        "Sliding window",
+        "checkbox",
+        "segment a large image window by window (memory follows the window)",
+    ),
+    OptionControl(
+        "window_size",
+        "Window size",
+        "number",
+        "pixels, a multiple of 32; empty: the model's training size",
+        integer=True,
+    ),
+    OptionControl(
+        "window_overlap", "Window overlap", "slider", "fraction shared with each neighbour", 0.0, 0.75, 0.05
+    ),
+    OptionControl("tta", "Test-time augmentation", "checkbox", "several scales and a flip, averaged: slower"),
+)
 
 
 def available_options() -> list[OptionControl]:
@@ -139,8 +170,11 @@ class ModelCache:
 
 
 # -------------------------------------------------------------------------------------------------------- images
-def read_image(path: str | Path, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
-    """The uploaded file at `path` as the CLI reads it, after checking its size from the header (no decoding).
+def read_image(
+    path: str | Path, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, mode: str = "whole-image"
+):
+    """The uploaded file at `path` as the CLI reads it, after checking its size from the header (no decoding);
+    `mode` names the limit's inference mode in the message.
 
     Raises:
         DemoInputError: not an image, a corrupt one, or more than `max_pixels` pixels; the message names the file.
@@ -159,23 +193,26 @@ def read_image(path: str | Path, *, name: str | None = None, max_pixels: int = D
         ) from error
     except Image.DecompressionBombError as error:  # over twice Pillow's own limit: refused before the size
         raise DemoInputError(
-            _too_large(f"{name!r} has more pixels than Pillow opens ({error})", max_pixels)
+            _too_large(f"{name!r} has more pixels than Pillow opens ({error})", max_pixels, mode)
         ) from error
     except OSError as error:
         raise DemoInputError(f"{name!r} cannot be read: {error}.") from error
     if width * height > max_pixels:
         size = f"{name!r} is {width}x{height} pixels ({width * height / 1e6:.1f} MP)"
-        raise DemoInputError(_too_large(size, max_pixels))
+        raise DemoInputError(_too_large(size, max_pixels, mode))
     try:
         return load_image(str(path))
     except OSError as error:
         raise DemoInputError(f"{name!r}: {error}.") from error
 
 
-def _too_large(what: str, max_pixels: int) -> str:
+def _too_large(what: str, max_pixels: int, mode: str) -> str:
+    hint = ""
+    if mode == "whole-image" and "sliding_window" in {c.name for c in available_options()}:
+        hint = "turn on *Sliding window*, "
     return (
-        f"{what}; this page segments images of up to {max_pixels / 1e6:.1f} MP in whole-image mode. Downscale it, "
-        "or run `m2f-segment` on it locally."
+        f"{what}; this page segments images of up to {max_pixels / 1e6:.1f} MP in {mode} mode. Downscale it, "
+        f"{hint}or run `m2f-segment` on it locally."
     )
 
 
@@ -273,13 +310,17 @@ class ResultFolders:
 # Requests run in a pool of worker threads, and glibc gives threads their own heaps ("arenas", up to 8 per core):
 # the image and mask buffers a request frees stay in its arena, so the server's resident memory crept up by about
 # 9 MB with each burst of 20 concurrent requests although nothing was kept. Two arenas and a trim after each request
-# bring it back (docs/demo.md, "Memory"). A MALLOC_ARENA_MAX set by the user wins.
+# bring it back (docs/demo.md, "Memory"). A MALLOC_ARENA_MAX set by the user wins; M2F_DEMO_MALLOC_TUNING=0 turns
+# both off (benchmarks/bench_demo.py compares).
 SERVER_MALLOC_ARENAS = 2
+TUNING_VARIABLE = "M2F_DEMO_MALLOC_TUNING"
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
 
 
 def _libc():
     global _LIBC
+    if os.environ.get(TUNING_VARIABLE, "1") == "0":
+        return False
     if _LIBC is None:
         import ctypes
         import ctypes.util
@@ -298,8 +339,6 @@ _LIBC = None
 
 def configure_server_memory() -> None:
     """Limit glibc's heaps to `SERVER_MALLOC_ARENAS` for the threads started from now on (a server's workers)."""
-    import os
-
     libc = _libc()
     if libc and "MALLOC_ARENA_MAX" not in os.environ:
         libc.mallopt(_M_ARENA_MAX, SERVER_MALLOC_ARENAS)
