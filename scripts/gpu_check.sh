@@ -88,6 +88,11 @@ run_step benchmark_scalar_uniform 60 env M2F_DEFORM_ATTN_CUDA_SCALAR=1 "$PYTHON"
 run_step benchmark_scalar_local 60 env M2F_DEFORM_ATTN_CUDA_SCALAR=1 "$PYTHON" benchmarks/bench_deform_attn.py \
   --quick --rounds 1 --locations local
 run_step ops_cpu_side 90 "$PYTHON" -m pytest tests/ops -q -x -p no:cacheprovider
+# the web demo's handler with the model on the GPU (m2f-demo --device cuda): a bundled example gives segments
+run_step demo_cuda 90 "$PYTHON" -c "from m2f_hf.demo.app import DemoApp; from m2f_hf import example_images; \
+  p = str(example_images()[0]); app = DemoApp(device='cuda'); \
+  out = app.segment({'path': p, 'orig_name': 'shapes_1.png'}, '', 'panoptic', 0.5, 0.5); \
+  print(out[1], out[4]); assert out[1] and app.models.get(None).device.type == 'cuda'"
 
 "$PYTHON" - "$OUT_DIR" "$WORK_DIR" <<'PY'
 import json, pathlib, sys

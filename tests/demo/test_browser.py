@@ -86,7 +86,8 @@ def test_page_segments_like_the_cli_and_survives_a_bad_file(demo_server, browser
     not_an_image.write_text("this is a text file with an image's name\n")
     page.upload(not_an_image)
     page.submit()
-    assert any("'not-an-image.png' is not an image file" in message for message in page.errors()), page.errors()
+    errors = page.errors()
+    assert any("'not-an-image.png' is not an image file" in message for message in errors), errors
     assert page.table() == [] and page.overlay_src() is None
     assert page.status().startswith("The request failed")
     record_artifact(page.screenshot(artifacts_dir() / "demo-page-error.png"))

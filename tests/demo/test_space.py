@@ -27,7 +27,7 @@ def prepare_space():
 
 
 def test_space_card_is_a_gradio_space_running_app_py_with_the_demo_extra():
-    import tomllib
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
 
     metadata = metadata_load(DEMO_DIR / "README.md")
     assert metadata["sdk"] == "gradio" and metadata["app_file"] == "app.py"

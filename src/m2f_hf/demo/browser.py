@@ -143,17 +143,18 @@ class DemoPage:
     def submit(self, timeout: float = 120.0) -> float:
         """Press *Segment* and wait until the overlay and the table are shown, or an error is; returns the seconds
         from the click to that moment."""
-        errors_before = self.page.locator(ERROR_TOAST).count()
+        errors_before = len(self.errors())
         start = time.perf_counter()
         self.page.click(SUBMIT)
         self.page.wait_for_function(
-            """([overlay, rows, toast, errorsBefore]) => {
+            """([overlay, rows, messages, errorsBefore]) => {
                 const img = document.querySelector(overlay);
                 const cell = document.querySelector(rows + ' [role=gridcell]');
                 const done = img && img.complete && img.naturalWidth > 0 && cell && cell.innerText.trim() !== '';
-                return done || document.querySelectorAll(toast).length > errorsBefore;
+                const shown = [...document.querySelectorAll(messages)].filter((m) => m.innerText.trim() !== '');
+                return done || shown.length > errorsBefore;
             }""",
-            arg=[OVERLAY_IMAGE, TABLE_ROWS, ERROR_TOAST, errors_before],
+            arg=[OVERLAY_IMAGE, TABLE_ROWS, f"{ERROR_TOAST} {ERROR_TEXT}", errors_before],
             timeout=timeout * 1000,
         )
         return time.perf_counter() - start
@@ -177,7 +178,8 @@ class DemoPage:
 
     def errors(self) -> list[str]:
         """The error messages the page shows now."""
-        return [text.strip() for text in self.page.locator(f"{ERROR_TOAST} {ERROR_TEXT}").all_inner_texts()]
+        texts = self.page.locator(f"{ERROR_TOAST} {ERROR_TEXT}").all_inner_texts()
+        return [text.strip() for text in texts if text.strip()]
 
     def status(self) -> str:
         return self.page.locator(STATUS).inner_text().strip()
