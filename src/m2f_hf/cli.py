@@ -68,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.8,
         help="drop a segment that keeps less than this fraction of its mask (0.8)",
     )
+    parser.add_argument(
+        "--all-classes",
+        action="store_true",
+        help="instance: also report stuff classes as instances (default: only the model's thing classes, when its "
+        "config lists them)",
+    )
+    parser.add_argument(
+        "--scaling",
+        default="range",
+        choices=("range", "minmax"),
+        help="16-bit and float images: 'range' maps the full 16-bit range (0..1 for float) to 8 bits (default); "
+        "'minmax' stretches each image's own minimum..maximum (usual for microscopy)",
+    )
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the colour fill in the PNG (0.5)")
     parser.add_argument("--example", action="store_true", help="also segment a sample image bundled with m2f_hf")
     return parser
@@ -101,23 +114,12 @@ def load_model(spec: str | None, device_name: str):
 
 
 # ------------------------------------------------------------------------------------------------------- images
-def load_image(path: str):
-    """The image at `path` as RGB (EXIF orientation applied, as `transformers.image_utils.load_image` does)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def load_image(path: str, *, scaling: str = "range"):
+    """The image at `path` ready for the model (EXIF orientation applied; 16-bit, float, palette, CMYK, ... handled
+    by `m2f_hf.processing.image_modes.load_image`); `OSError` with a readable reason when it cannot be read."""
+    from .processing.image_modes import load_image as load_image_file
 
-    if not os.path.exists(path):
-        raise OSError("no such file")
-    if os.path.isdir(path):
-        raise OSError("is a directory, expected an image file")
-    try:
-        with Image.open(path) as handle:
-            image = ImageOps.exif_transpose(handle)
-            image.load()
-    except UnidentifiedImageError as error:
-        raise OSError("not an image file that Pillow can read") from error
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
-        raise OSError(f"cannot decode the image ({error})") from error
-    return image.convert("RGB")
+    return load_image_file(path, scaling=scaling)
 
 
 def _output_stems(paths: list[str]) -> list[str]:
@@ -181,13 +183,14 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         mask_threshold=args.mask_threshold,
         overlap_mask_area_threshold=args.overlap_mask_area_threshold,
+        keep_all_classes=args.all_classes,
     )
     failures = 0
     # A bar helps with many images; for one it would only add noise to the printed path.
     progress = tqdm(paths, desc="segmenting", unit="image", disable=len(paths) < 2, file=sys.stderr)
     for path, stem in zip(progress, _output_stems(paths)):
         try:
-            image = load_image(path)
+            image = load_image(path, scaling=args.scaling)
         except OSError as error:
             failures += 1
             progress.clear()

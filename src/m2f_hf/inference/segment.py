@@ -16,12 +16,15 @@ class SegmentOptions:
         threshold: panoptic/instance: minimum segment score; unused for semantic.
         mask_threshold: mask probability for a pixel to join a segment.
         overlap_mask_area_threshold: drop a segment that keeps less than this fraction of its mask.
+        keep_all_classes: instance: also report instances of stuff classes; by default only the model's thing
+            classes (`config.thing_ids`) are, when its config lists them (as the original Mask2Former does).
     """
 
     task: str = "panoptic"
     threshold: float = 0.5
     mask_threshold: float = 0.5
     overlap_mask_area_threshold: float = 0.8
+    keep_all_classes: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -50,18 +53,17 @@ def segment_image(loaded, image, options: SegmentOptions):
     target_sizes = [(height, width)]
     if options.task == "semantic":
         return processor.post_process_semantic_segmentation(outputs, target_sizes=target_sizes)[0].cpu()
-    post_process = (
-        processor.post_process_panoptic_segmentation
-        if options.task == "panoptic"
-        else processor.post_process_instance_segmentation
-    )
-    result = post_process(
-        outputs,
+    thresholds = dict(
         threshold=options.threshold,
         mask_threshold=options.mask_threshold,
         overlap_mask_area_threshold=options.overlap_mask_area_threshold,
         target_sizes=target_sizes,
-    )[0]
+    )
+    if options.task == "panoptic":
+        result = processor.post_process_panoptic_segmentation(outputs, **thresholds)[0]
+    else:
+        thing_ids = None if options.keep_all_classes else getattr(loaded.model.config, "thing_ids", None)
+        result = processor.post_process_instance_segmentation(outputs, **thresholds, thing_ids=thing_ids)[0]
     return {"segmentation": result["segmentation"].cpu(), "segments_info": result["segments_info"]}
 
 
