@@ -21,6 +21,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.processing_utils import ImagesKwargs
 from transformers.utils import logging
 
+from .processing.image_modes import warn_if_already_rescaled
 from .processing.image_ops import (
     make_image_list,
     pad_bottom_right,
@@ -36,6 +37,7 @@ from .processing.settings import (
     IGNORED_KEYS,
     RESAMPLE_MODES,
     SETTING_NAMES,
+    as_given_statistic,
     channel_count,
     resolve_settings,
     statistics,
@@ -154,8 +156,8 @@ class M2FImageProcessor(PostProcessingMixin, BaseImageProcessor):
         self.do_rescale = do_rescale
         self.rescale_factor = rescale_factor
         self.do_normalize = do_normalize
-        self.image_mean = _as_given(image_mean if image_mean is not None else IMAGENET_DEFAULT_MEAN)
-        self.image_std = _as_given(image_std if image_std is not None else IMAGENET_DEFAULT_STD)
+        self.image_mean = as_given_statistic(image_mean if image_mean is not None else IMAGENET_DEFAULT_MEAN)
+        self.image_std = as_given_statistic(image_std if image_std is not None else IMAGENET_DEFAULT_STD)
         self.num_channels = num_channels
         self.scaling = scaling
         self.size_divisor = int(size_divisor or 0)
@@ -232,7 +234,7 @@ class M2FImageProcessor(PostProcessingMixin, BaseImageProcessor):
         num_channels = channel_count(settings)
         raw_images = make_image_list(images)
         if settings["do_rescale"] and settings["scaling"] == "range":
-            _warn_if_already_rescaled(raw_images)
+            warn_if_already_rescaled(raw_images)
         image_list = [
             to_chw_tensor(
                 image,
@@ -341,34 +343,6 @@ class M2FImageProcessor(PostProcessingMixin, BaseImageProcessor):
             mask_labels.append(pad_bottom_right(masks, padded, 0.0))
             class_labels.append(classes)
         return mask_labels, class_labels
-
-
-def _as_given(statistic):
-    """A mean / std as the user gave it: a number stays a number (saved as such), a sequence becomes a list."""
-    return (
-        float(statistic)
-        if isinstance(statistic, (int, float)) and not isinstance(statistic, bool)
-        else list(statistic)
-    )
-
-
-def _warn_if_already_rescaled(images: list) -> None:
-    # float inputs are taken on the 0-255 scale (as in transformers); values within [0, 1] were most likely scaled
-    for image in images:
-        if isinstance(image, (np.ndarray, torch.Tensor)):
-            values = image
-        elif getattr(image, "mode", None) == "F":
-            values = np.asarray(image)
-        else:
-            continue
-        floating = values.is_floating_point() if isinstance(values, torch.Tensor) else values.dtype.kind == "f"
-        if floating and values.size != 0 and float(values.min()) >= 0 and float(values.max()) <= 1:
-            logger.warning_once(
-                "a float image has all its values in [0, 1] but `do_rescale` multiplies them by `rescale_factor` "
-                "(1/255): float inputs are taken on the 0-255 scale. Pass `do_rescale=False` if they are already "
-                "scaled to [0, 1]."
-            )
-            return
 
 
 __all__ = ["M2FImageProcessor"]

@@ -81,3 +81,19 @@ def test_instance_segmentation_keeps_thing_classes(loaded, example):
     every_labels = {s["label_id"] for s in every["segments_info"]}
     assert kept_labels and kept_labels <= {0, 1, 2}
     assert every_labels & {3, 4, 5}  # the example has grass and water: all classes report them as instances
+
+
+@pytest.mark.parametrize("layout", ["chw", "hwc"])
+def test_multiband_arrays_segment_at_their_own_size(layout):
+    from m2f_hf import M2FForUniversalSegmentation
+    from m2f_hf.image_processing_m2f import M2FImageProcessor
+    from m2f_hf.inference import LoadedModel
+    from m2f_hf.testing import tiny_config
+
+    torch.manual_seed(0)
+    model = M2FForUniversalSegmentation(tiny_config(num_channels=13)).eval()
+    processor = M2FImageProcessor(size={"shortest_edge": 64}, image_mean=[0.5] * 13, image_std=[0.25] * 13)
+    bands = np.random.default_rng(0).integers(0, 256, (13, 40, 60), dtype=np.uint8)
+    image = bands if layout == "chw" else bands.transpose(1, 2, 0)
+    result = segment_image(LoadedModel(model, processor, "tiny"), image, SegmentOptions(task="semantic"))
+    assert result.shape == (40, 60)

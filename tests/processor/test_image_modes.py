@@ -176,3 +176,12 @@ def test_unreadable_files_raise_oserror(tmp_path):
         load_image(tmp_path / "notes.png", scaling="gamma")
     with pytest.raises(ValueError, match="`scaling` must be one of"):
         M2FImageProcessor(scaling="log")
+
+
+def test_cmyk_with_a_broken_icc_profile_falls_back_with_a_warning(rgb, caplog):
+    cmyk = Image.fromarray(rgb).convert("CMYK")
+    cmyk.info["icc_profile"] = b"not an ICC profile"
+    with caplog.at_level("WARNING"):
+        converted = prepare_pil_image(cmyk)
+    assert "ICC profile" in caplog.text
+    assert np.array_equal(np.asarray(converted), rgb)  # PIL's formula, exact for PIL's own CMYK

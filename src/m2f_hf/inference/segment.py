@@ -49,7 +49,7 @@ def segment_image(loaded, image, options: SegmentOptions):
     inputs = {key: value.to(loaded.device) for key, value in inputs.items()}
     with torch.inference_mode():
         outputs = loaded.model(**inputs)
-    height, width = _image_size(image)
+    height, width = _image_size(image, processor)
     target_sizes = [(height, width)]
     if options.task == "semantic":
         return processor.post_process_semantic_segmentation(outputs, target_sizes=target_sizes)[0].cpu()
@@ -67,13 +67,12 @@ def segment_image(loaded, image, options: SegmentOptions):
     return {"segmentation": result["segmentation"].cpu(), "segments_info": result["segments_info"]}
 
 
-def _image_size(image) -> tuple[int, int]:
-    """(height, width) of a PIL image or of an HWC / CHW array."""
-    if hasattr(image, "height") and hasattr(image, "width"):
-        return int(image.height), int(image.width)
-    shape = tuple(image.shape)
-    if len(shape) == 2:
-        return shape
-    if len(shape) == 3 and shape[0] <= 4 < shape[-1]:  # CHW
-        return shape[1], shape[2]
-    return shape[0], shape[1]
+def _image_size(image, processor) -> tuple[int, int]:
+    """(height, width) of a PIL image, or of an array read the processor's way (its channel count decides which
+    axis holds the channels: a 13-band image may be CHW or HWC)."""
+    from ..processing.image_ops import image_hw
+    from ..processing.settings import channel_count
+
+    settings = {name: getattr(processor, name, None) for name in ("num_channels", "image_mean", "image_std")}
+    height, width = image_hw(image, num_channels=channel_count(settings))
+    return int(height), int(width)

@@ -199,3 +199,26 @@ def load_image_bytes(data: bytes, *, scaling: str = "range") -> Image.Image:
     """[`load_image`] for the bytes of an image file (downloaded, or decoded from base64)."""
     check_scaling(scaling)
     return _read(io.BytesIO(data), scaling=scaling)
+
+
+def warn_if_already_rescaled(images: list) -> None:
+    """Warn (once) when a float input lies within [0, 1]: the processor takes float values on the 0-255 scale (as
+    transformers does) and `rescale_factor` would make such an image nearly black."""
+    for image in images:
+        if isinstance(image, Image.Image):
+            if image.mode != "F":
+                continue
+            image = np.asarray(image)
+        if isinstance(image, torch.Tensor):
+            floating, count = image.is_floating_point(), image.numel()
+        elif isinstance(image, np.ndarray):
+            floating, count = image.dtype.kind == "f", image.size
+        else:
+            continue
+        if floating and count and float(image.min()) >= 0 and float(image.max()) <= 1:
+            logger.warning_once(
+                "a float image has all its values in [0, 1] but `do_rescale` multiplies them by `rescale_factor` "
+                "(1/255): float inputs are taken on the 0-255 scale. Pass `do_rescale=False` if they are already "
+                "scaled to [0, 1]."
+            )
+            return

@@ -93,6 +93,19 @@ def _channels_last(shape: tuple[int, ...], num_channels: int | None, input_data_
     )
 
 
+def image_hw(image, *, num_channels: int | None = 3, input_data_format=None) -> tuple[int, int]:
+    """(height, width) of one image, its channel axis found as `to_chw_tensor` finds it (nothing is converted)."""
+    if PILImage is not None and isinstance(image, PILImage.Image):
+        return image.height, image.width
+    shape = tuple(getattr(image, "shape", ()))
+    if len(shape) == 2:
+        return shape
+    if len(shape) != 3:
+        raise ValueError(f"`images` must have rank 2 (H, W) or 3 (HWC or CHW); got {_describe(image)}.")
+    last = _channels_last(shape, num_channels, input_data_format, "images", image)
+    return shape[:2] if last else shape[1:]
+
+
 def match_channels(tensor: torch.Tensor, num_channels: int | None, argument: str = "images") -> torch.Tensor:
     """A (C, H, W) image with `num_channels` channels (None: as it is).
 

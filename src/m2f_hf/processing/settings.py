@@ -51,6 +51,13 @@ IGNORED_KEYS = (
 )
 
 
+def as_given_statistic(statistic):
+    """A mean / std as the user gave it: a number stays a number (and is saved as one), a sequence becomes a list."""
+    if isinstance(statistic, numbers.Real) and not isinstance(statistic, bool):
+        return float(statistic)
+    return list(statistic)
+
+
 def _statistic_values(value, name: str) -> list[float]:
     """`image_mean` / `image_std` as a list: one value (a scalar, applied to every channel) or one per channel."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
