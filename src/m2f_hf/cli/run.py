@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..inference.batch import run_images, split_for_this_process
     from ..inference.segment import SegmentOptions
-    from ..inference.video import VideoError, run_video, video_is_done
+    from ..inference.video import VideoError, probe_video, run_video, video_is_done, video_outputs
     from ..inference.writers import DrawOptions
 
     m2f_hf.load_api()  # register with transformers, as `import m2f_hf` does outside the command
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     )
     num_workers = args.num_workers
     if num_workers is None:
-        num_workers = DEFAULT_WORKERS if len(images) > args.batch_size else 0
+        num_workers = DEFAULT_WORKERS if len(images) > args.batch_size or videos else 0
     prefix = f"[process {state.process_index + 1}/{state.num_processes}] " if state.num_processes > 1 else ""
 
     def written(item, paths, num_segments):
@@ -174,7 +174,13 @@ def run(args: argparse.Namespace) -> int:
         if not args.overwrite and video_is_done(args.output, item, args.task):
             print(f"{prefix}{item.path}: outputs exist, skipped (pass --overwrite to redo it)", file=sys.stderr)
             continue
-        bar = tqdm(desc=f"{prefix}{os.path.basename(item.path)}", unit=" frames", file=sys.stderr)
+        try:
+            info = probe_video(item.path)
+        except VideoError as error:
+            failures += 1
+            report_error(f"{prefix}{item.path}: {error}; skipped.")
+            continue
+        bar = tqdm(total=info.frames, desc=f"{prefix}{os.path.basename(item.path)}", unit=" frames", file=sys.stderr)
         try:
             result = run_video(
                 loaded,
@@ -187,15 +193,16 @@ def run(args: argparse.Namespace) -> int:
                 progress=bar,
             )
         except VideoError as error:
-            bar.close()
             failures += 1
             report_error(f"{prefix}{item.path}: {error}; skipped.")
             continue
-        bar.close()
+        finally:
+            bar.close()
         if result.error:
             failures += 1
             report_error(f"{prefix}{item.path}: {result.error}; the {result.frames} frames before it were written.")
-        print(f"{prefix}{item.path}: {result.frames} frames -> wrote {args.output}/{item.name}.mp4 and .jsonl")
+        video_path, lines_path = video_outputs(args.output, item)
+        print(f"{prefix}{item.path}: {result.frames} frames -> wrote {video_path} and {lines_path}")
 
     if args.format == "coco":
         state.wait_for_everyone()

@@ -145,7 +145,7 @@ def run_images(
         batch_size: images per forward pass (padded to a common size).
         num_workers: DataLoader worker processes that read and pre-process images (0: in this process).
         load_image: `path -> PIL image`, raising `OSError` for an unreadable file.
-        progress: a tqdm-like bar, advanced by one per image handled (or skipped).
+        progress: a tqdm-like bar, advanced by one per image handled; its total is set to the images not skipped.
         on_written: called with (item, paths written, number of segments) after each image.
         on_error: called with (item, reason) for each image that could not be read.
 
@@ -159,8 +159,9 @@ def run_images(
     summary = RunSummary()
     pending = items if overwrite else [item for item in items if not writer.is_done(item)]
     summary.skipped = len(items) - len(pending)
-    if progress is not None and summary.skipped:
-        progress.update(summary.skipped)
+    if progress is not None and summary.skipped:  # the bar counts the work left, so that its rate is true
+        progress.total = len(pending)
+        progress.refresh()
     if not pending:
         return summary
     dataset = ImageFileDataset([item.path for item in pending], loaded.processor, load_image)

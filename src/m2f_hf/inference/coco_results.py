@@ -196,7 +196,7 @@ def read_panoptic_results(path, png_dir=None) -> dict[int, dict]:
     predictions = {}
     for annotation in document["annotations"]:
         with Image.open(png_dir / annotation["file_name"]) as png:
-            ids = rgb_to_id(np.asarray(png.convert("RGB")))
+            ids = rgb_to_id(np.array(png.convert("RGB")))
         predictions[annotation["image_id"]] = {
             "segmentation": torch.as_tensor(ids),
             "segments_info": annotation["segments_info"],

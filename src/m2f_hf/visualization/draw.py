@@ -165,22 +165,44 @@ def draw_segmentation(
 
 
 def _draw_labels(canvas: Image.Image, compact: np.ndarray, segments: list[_Segment], scale: Scale) -> None:
+    """Each segment's label at its most interior point, kept inside the image; a label that would cover one placed
+    before it (larger segments first) moves up or down by whole text heights when that frees it."""
     from scipy import ndimage
 
     draw = ImageDraw.Draw(canvas)
     text_font = font(scale.font_px)
     boxes = ndimage.find_objects(compact, max_label=len(segments))
-    for position, (segment, box) in enumerate(zip(segments, boxes)):
+    areas = np.bincount(compact.ravel(), minlength=len(segments) + 1)
+    placed: list[tuple[int, int, int, int]] = []
+    for position in sorted(range(len(segments)), key=lambda k: -areas[k + 1]):
+        segment, box = segments[position], boxes[position]
         if box is None:  # no visible pixel (fully covered by other segments)
             continue
         anchor = label_anchor(compact[box] == position + 1)
         center = (anchor[0] + box[1].start, anchor[1] + box[0].start)
         text = segment.label if segment.score is None else f"{segment.label} {segment.score:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=text_font, stroke_width=scale.stroke_px)
-        x, y = clamp_box(center, (right - left, bottom - top), canvas.size)
+        size = (right - left, bottom - top)
+        x, y = _free_spot(center, size, canvas.size, placed)
+        placed.append((x, y, x + size[0], y + size[1]))
         draw.text(
             (x - left, y - top), text, fill=WHITE, font=text_font, stroke_width=scale.stroke_px, stroke_fill=BLACK
         )
+
+
+def _free_spot(center, size, bounds, placed, tries: int = 3) -> tuple[int, int]:
+    def overlaps(x, y):
+        return any(x < b[2] and b[0] < x + size[0] and y < b[3] and b[1] < y + size[1] for b in placed)
+
+    first = clamp_box(center, size, bounds)
+    for step in range(1, tries + 1):
+        if not overlaps(*first):
+            break
+        for sign in (-1, 1):
+            spot = clamp_box((center[0], center[1] + sign * step * size[1]), size, bounds)
+            if not overlaps(*spot):
+                return spot
+    return first
 
 
 def _legend_rows(segments, colors, means, counts, alpha, semantic, total_pixels):
@@ -192,7 +214,9 @@ def _legend_rows(segments, colors, means, counts, alpha, semantic, total_pixels)
         row["pixels"] += int(counts[position + 1])
         if len(row["swatch"]) < _MAX_SWATCH_STRIPES:
             under = means[position + 1]
-            row["swatch"].append(tuple(int(round(v)) for v in (1 - alpha) * under + alpha * colors[position]))
+            under = under.astype(np.float32)
+            blend = under + np.float32(alpha) * (colors[position] - under)  # the regions' formula, in float32
+            row["swatch"].append(tuple(int(v) for v in (blend + 0.5).astype(np.uint8)))  # rounded as the regions
             row.setdefault("edge", tuple(int(v) for v in colors[position]))
     texts = []
     for label_id in sorted(rows):
