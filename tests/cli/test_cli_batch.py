@@ -177,3 +177,26 @@ def test_coco_format_for_a_folder(mixed_folder, tmp_path, capsys):
 def test_coco_options_are_checked(tmp_path, capsys):
     assert main([str(example_images()[0]), "--coco-images", "x.json", "--output", str(tmp_path)]) == 2
     assert "--coco-images is for --format coco; got --format json" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # two torchrun processes each loading the model: about 40 s on 2 busy cores
+def test_two_processes_share_the_inputs(mixed_folder, tmp_path):
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "m2f_hf"]
+    result = subprocess.run(
+        [*command, str(mixed_folder), "--recursive", "--output", str(output), "--format", "coco"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "ACCELERATE_USE_CPU": "1"},
+    )
+    assert result.returncode != 0  # broken.png: exit status 1 in the process that had it
+    written = [line for line in result.stdout.splitlines() if "segments -> wrote" in line]
+    # every readable image once, by one of the two processes, and both processes had work
+    assert sorted(line.split("] ")[1].split(":")[0] for line in written) == sorted(
+        str(mixed_folder / name) for name in ("a.png", "grey.jpg", "sub/b.png")
+    )
+    assert {line.split("]")[0] for line in written} == {"[process 1/2", "[process 2/2"}
+    assert result.stderr.count("cannot decode the image") == 1
+    document = json.loads((output / "coco_panoptic.json").read_text())
+    assert len(document["annotations"]) == 3  # assembled by the main process once both were done

@@ -43,17 +43,17 @@ def _collect(args: argparse.Namespace):
         if not examples:
             raise CLIError("no bundled example images found; reinstall m2f_hf.")
         inputs.items.insert(0, InputItem(path=str(examples[0]), name=examples[0].stem))
+    return inputs
+
+
+def _report_inputs(inputs) -> None:
     for message in inputs.errors:
         report_error(f"{message}; skipped.")
     if inputs.ignored:
-        shown = ", ".join(inputs.ignored[:5]) + (
-            f" and {len(inputs.ignored) - 5} more" if len(inputs.ignored) > 5 else ""
-        )
-        print(
-            f"left out {len(inputs.ignored)} files that are not images or videos (by extension): {shown}",
-            file=sys.stderr,
-        )
-    return inputs
+        shown = ", ".join(inputs.ignored[:5])
+        if len(inputs.ignored) > 5:
+            shown += f" and {len(inputs.ignored) - 5} more"
+        print(f"left out {len(inputs.ignored)} files that are not images or videos (by extension): {shown}", file=sys.stderr)
 
 
 def _device(args: argparse.Namespace, state):
@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     inputs = _collect(args)
-    failures = len(inputs.errors)
     if not inputs.items:
+        _report_inputs(inputs)
         report_error("nothing to segment.")
         return EXIT_IMAGE_ERRORS
 
@@ -103,7 +103,15 @@ def run(args: argparse.Namespace) -> int:
 
     m2f_hf.load_api()  # register with transformers, as `import m2f_hf` does outside the command
     hf_logging.disable_progress_bar()  # "Loading weights" bars would bury the lines that say what was written
-    mine, state = split_for_this_process(inputs.items)
+    from accelerate.utils import parse_flag_from_env
+
+    # on the CPU, accelerate joins the launcher's processes only when told to (`--device cpu` or ACCELERATE_USE_CPU=1)
+    on_cpu = args.device == "cpu" or parse_flag_from_env("ACCELERATE_USE_CPU")
+    mine, state = split_for_this_process(inputs.items, cpu=on_cpu)
+    # the inputs are expanded alike in every process; the main one reports (and counts) what could not be
+    failures = len(inputs.errors) if state.is_main_process else 0
+    if state.is_main_process:
+        _report_inputs(inputs)
     loaded = _load_model(args.model, _device(args, state))
     if loaded.is_default_model and state.is_main_process:
         print(DEFAULT_MODEL_NOTE, file=sys.stderr)
@@ -114,9 +122,10 @@ def run(args: argparse.Namespace) -> int:
 
     writer = _make_writer(args, loaded, inputs.items)
     unknown = {item.path for item in getattr(writer, "unknown", [])}
-    for path in sorted(unknown):
-        report_error(f"{path}: not among the images of --coco-images {args.coco_images}; skipped.")
-    failures += len(unknown)
+    if state.is_main_process:
+        for path in sorted(unknown):
+            report_error(f"{path}: not among the images of --coco-images {args.coco_images}; skipped.")
+        failures += len(unknown)
     images = [item for item in mine if item.kind == "image" and item.path not in unknown]
     videos = [item for item in mine if item.kind == "video"]
     options = SegmentOptions(
@@ -204,11 +213,11 @@ def run(args: argparse.Namespace) -> int:
         video_path, lines_path = video_outputs(args.output, item)
         print(f"{prefix}{item.path}: {result.frames} frames -> wrote {video_path} and {lines_path}")
 
-    if args.format == "coco":
-        state.wait_for_everyone()
-        if state.is_main_process:
-            paths = writer.finish([item for item in inputs.items if item.kind == "image"])
-            print(f"wrote {' and '.join(map(str, paths))}")
+    # every process finishes its share before any exits: a launcher stops all processes when one exits with an error
+    state.wait_for_everyone()
+    if args.format == "coco" and state.is_main_process:
+        paths = writer.finish([item for item in inputs.items if item.kind == "image"])
+        print(f"wrote {' and '.join(map(str, paths))}")
     if failures:
         total = len(inputs.items) + len(inputs.errors)
         report_error(f"{prefix}{failures} of {total} inputs could not be read (see above).")

@@ -109,12 +109,16 @@ def _one_thread_per_worker(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def split_for_this_process(items: list) -> tuple[list, object]:
-    """This process's share of `items` under `accelerate launch` (all of them in a single process), and the
-    accelerate `PartialState` (for `wait_for_everyone`, `is_main_process`, `device`)."""
+def split_for_this_process(items: list, *, cpu: bool = False) -> tuple[list, object]:
+    """This process's share of `items` under `accelerate launch` or `torchrun` (all of them in a single process),
+    and the accelerate `PartialState` (for `wait_for_everyone`, `is_main_process`, `device`).
+
+    `cpu`: the processes run on the CPU (a gloo group); accelerate uses the launcher's process group without a GPU
+    only when told so.
+    """
     from accelerate import PartialState
 
-    state = PartialState()
+    state = PartialState(cpu=cpu)
     if state.num_processes == 1:
         return list(items), state
     with state.split_between_processes(list(items)) as share:
