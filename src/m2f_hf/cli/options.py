@@ -128,7 +128,7 @@ def add_batch_options(parser: argparse.ArgumentParser) -> None:
         "--num-workers",
         type=int,
         default=None,
-        help="processes reading and pre-processing images (default: 2 for several images, else 0)",
+        help="processes reading and pre-processing images (default: one per 4 CPU cores, at most 4; 0 for one image)",
     )
 
 

@@ -12,8 +12,9 @@ from .options import EXIT_IMAGE_ERRORS, EXIT_OK, CLIError, report_error
 
 # Up to this many images, each one's output files are printed; beyond, the progress bar and the summary say it.
 LIST_EACH_UP_TO = 20
-# Without --num-workers, this many worker processes read images when there are more images than batches of one.
-DEFAULT_WORKERS = 2
+# Without --num-workers, one worker process reads images per this many CPU cores, at most MAX_DEFAULT_WORKERS: the
+# model uses every core, so on 2 cores workers only compete with it (docs/benchmarks.md: 2 workers were 5-10% slower).
+CORES_PER_DEFAULT_WORKER, MAX_DEFAULT_WORKERS = 4, 4
 DEFAULT_MODEL_NOTE = (
     "note: the bundled default model knows only synthetic shapes (circle, square, triangle on grass, water, sand); "
     "for real images pass --model a real checkpoint, e.g. --model facebook/mask2former-swin-tiny-coco-panoptic "
@@ -137,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
     )
     num_workers = args.num_workers
     if num_workers is None:
-        num_workers = DEFAULT_WORKERS if len(images) > args.batch_size or videos else 0
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        several = len(images) > args.batch_size or videos
+        num_workers = min(MAX_DEFAULT_WORKERS, cores // CORES_PER_DEFAULT_WORKER) if several else 0
     prefix = f"[process {state.process_index + 1}/{state.num_processes}] " if state.num_processes > 1 else ""
 
     def written(item, paths, num_segments):

@@ -175,6 +175,7 @@ def run_images(
         num_workers=min(num_workers, len(pending)),
         collate_fn=pad_collate(getattr(loaded.processor, "size_divisor", 0) or 0),
         worker_init_fn=_one_thread_per_worker if num_workers else None,
+        pin_memory=loaded.device.type == "cuda",  # faster copies to the GPU
     )
     start = time.perf_counter()
     for batch in loader:
