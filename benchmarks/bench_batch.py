@@ -102,7 +102,7 @@ def main() -> None:
             def run():
                 output = work / "out"
                 shutil.rmtree(output, ignore_errors=True)
-                writer = ImageWriter(output, loaded, "panoptic", draw=DrawOptions()) if write else KeepInMemory()
+                writer = ImageWriter(output, loaded, options, draw=DrawOptions()) if write else KeepInMemory()
                 summary = run_images(loaded, items, options, writer, batch_size=batch_size, num_workers=workers)
                 assert summary.processed == len(items), summary
 

@@ -33,6 +33,8 @@ def test_the_readme_folder_commands(tmp_path, capsys, monkeypatch):
     assert main(shlex.split(commands[1])[1:]) == 0
     assert "skipped 3 of 3 images whose outputs exist" in capsys.readouterr().err
     assert main(shlex.split(commands[2])[1:]) == 0
-    result = subprocess.run([sys.executable, *shlex.split(commands[3])[1:]], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, *shlex.split(commands[3])[1:]], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "DONE" in result.stdout  # pycocotools' loadRes read the results

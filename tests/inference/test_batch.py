@@ -17,7 +17,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 
 def _run(loaded, folder, output, **kwargs):
     items = collect_inputs([str(folder)]).images
-    writer = ImageWriter(output, loaded, "panoptic", draw=DrawOptions())
+    writer = ImageWriter(output, loaded, SegmentOptions(task="panoptic"), draw=DrawOptions())
     return items, run_images(loaded, items, SegmentOptions(task="panoptic"), writer, **kwargs)
 
 
@@ -55,22 +55,24 @@ def test_a_second_run_skips_what_is_done_and_redoes_what_is_missing(loaded, imag
     assert (redone.processed, redone.skipped) == (4, 0)
 
 
-def test_outputs_of_another_source_or_task_are_not_taken_as_done(loaded, image_folder, tmp_path):
+def test_outputs_of_another_source_or_other_options_are_not_taken_as_done(loaded, image_folder, tmp_path):
     output = tmp_path / "out"
     items, _ = _run(loaded, image_folder, output)
-    writer = ImageWriter(output, loaded, "panoptic", draw=DrawOptions())
+    writer = ImageWriter(output, loaded, SegmentOptions(task="panoptic"), draw=DrawOptions())
     item = next(i for i in items if i.name == "grey")
     assert writer.is_done(item)
     document = json.loads((output / "grey.json").read_text())
     (output / "grey.json").write_text(json.dumps({**document, "image": "elsewhere/grey.png"}))
     assert not writer.is_done(item)
-    assert not ImageWriter(output, loaded, "semantic", draw=DrawOptions()).is_done(items[0])
+    assert not ImageWriter(output, loaded, SegmentOptions(task="semantic"), draw=DrawOptions()).is_done(items[0])
+    assert not ImageWriter(output, loaded, SegmentOptions(threshold=0.7), draw=DrawOptions()).is_done(items[0])
+    assert document["options"] == SegmentOptions(task="panoptic").as_dict()
     # a half-written file from a stopped run has a temporary name and does not count
     assert not list(output.glob("*.partial"))
 
 
 def test_bad_arguments(loaded, tmp_path):
-    writer = ImageWriter(tmp_path, loaded, "panoptic", draw=None)
+    writer = ImageWriter(tmp_path, loaded, SegmentOptions(), draw=None)
     with pytest.raises(ValueError, match="batch_size must be at least 1; got 0"):
         run_images(loaded, [], SegmentOptions(), writer, batch_size=0)
     with pytest.raises(ValueError, match="num_workers must be 0 or more; got -1"):

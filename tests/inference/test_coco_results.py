@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
@@ -43,8 +42,8 @@ def with_dataset_ids(loaded):
 
 def _coco_run(loaded, folder, output, task, **kwargs):
     items = collect_inputs([str(folder)]).images
-    writer = CocoResultsWriter(output, loaded, task, items, **kwargs)
     options = SegmentOptions(task=task, threshold=0.0, overlap_mask_area_threshold=0.0, full_instance_masks=True)
+    writer = CocoResultsWriter(output, loaded, options, items, **kwargs)
     summary = run_images(loaded, items, options, writer, batch_size=2)
     return items, writer, summary, writer.finish(items)
 
@@ -193,8 +192,8 @@ def test_image_ids_from_a_coco_annotation_file(loaded, image_folder, tmp_path):
         json.dumps({"images": [{"id": 42, "file_name": "shapes_2.png"}, {"id": 7, "file_name": "val/grey.png"}]})
     )
     items = collect_inputs([str(image_folder)]).images
-    writer = CocoResultsWriter(tmp_path / "out", loaded, "instance", items, reference=reference)
+    writer = CocoResultsWriter(tmp_path / "out", loaded, SegmentOptions(task="instance"), items, reference=reference)
     assert {p.split("/")[-1]: e["id"] for p, e in writer.images.items()} == {"shapes_2.png": 42, "grey.png": 7}
     assert sorted(i.name for i in writer.unknown) == ["broken", "shapes_1", "shapes_3"]
     with pytest.raises(ValueError, match="cannot read the `images` of the COCO file"):
-        CocoResultsWriter(tmp_path / "out", loaded, "instance", items, reference=tmp_path / "missing.json")
+        CocoResultsWriter(tmp_path / "out", loaded, SegmentOptions(), items, reference=tmp_path / "missing.json")

@@ -61,7 +61,8 @@ def test_every_frame_is_segmented_and_written(loaded, clip, tmp_path):
     assert info.fps == FPS and info.height == 128 and info.width > 128  # the frames carry the legend
     with av.open(str(tmp_path / "clip.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == NUM_FRAMES
-    assert video_is_done(tmp_path, item, "panoptic") and not video_is_done(tmp_path, item, "semantic")
+    assert video_is_done(tmp_path, item, loaded, SegmentOptions())
+    assert not video_is_done(tmp_path, item, loaded, SegmentOptions(task="semantic"))
 
 
 def test_a_file_that_is_not_a_video_is_a_clear_error(loaded, tmp_path):

@@ -33,7 +33,8 @@ EPILOG = """\
 outputs (--format json), for each image NAME.EXT:
   OUTPUT/NAME.png   the image with each segment blended in its class's colour (instances of a class in shades of
                     it), outlined, labelled with class and score, and a legend of the classes with their counts
-  OUTPUT/NAME.json  {"image": path, "height": H, "width": W, "model": ..., "task": ..., "segments": [
+  OUTPUT/NAME.json  {"image": path, "height": H, "width": W, "model": ..., "task": ...,
+                     "options": {the task and thresholds that made the segments}, "segments": [
                       {"id": segment id, "label_id": class index, "category_id": the dataset's id of the class
                        (config.dataset_category_ids, else the index), "label": class name,
                        "score": 0..1 (null for semantic), "area": pixels, "bbox": [x, y, width, height],
@@ -46,7 +47,8 @@ outputs (--format coco): NAME.json per image as above, and for the whole run
   panoptic:  OUTPUT/coco_panoptic.json + OUTPUT/coco_panoptic/NAME.png (COCO's panoptic layout)
 outputs for a video NAME.EXT: OUTPUT/NAME.mp4 (annotated) and OUTPUT/NAME.jsonl (one document per frame, with
   "frame" and "time" in seconds)
-resuming: an input whose outputs exist from an earlier run is skipped (and counted); --overwrite redoes it.
+resuming: an input whose outputs exist from an earlier run with the same model and options is skipped (and
+  counted); --overwrite redoes it.
 exit status: 0 all done; 1 some inputs could not be read (reported, the others processed); 2 nothing was run (a bad
 option, a model or output folder that cannot be used).
 The bundled default model knows only synthetic shapes (docs/default_model.md); pass --model for real images.

@@ -54,7 +54,10 @@ def _report_inputs(inputs) -> None:
         shown = ", ".join(inputs.ignored[:5])
         if len(inputs.ignored) > 5:
             shown += f" and {len(inputs.ignored) - 5} more"
-        print(f"left out {len(inputs.ignored)} files that are not images or videos (by extension): {shown}", file=sys.stderr)
+        print(
+            f"left out {len(inputs.ignored)} files that are not images or videos (by extension): {shown}",
+            file=sys.stderr,
+        )
 
 
 def _device(args: argparse.Namespace, state):
@@ -63,13 +66,13 @@ def _device(args: argparse.Namespace, state):
     return args.device
 
 
-def _make_writer(args, loaded, items):
+def _make_writer(args, loaded, options, items):
     from ..inference.coco_results import CocoResultsWriter
     from ..inference.writers import DrawOptions, ImageWriter
 
     if args.format == "coco":
         try:
-            writer = CocoResultsWriter(args.output, loaded, args.task, items, reference=args.coco_images)
+            writer = CocoResultsWriter(args.output, loaded, options, items, reference=args.coco_images)
         except ValueError as error:
             raise CLIError(f"--coco-images: {error}") from error
         if args.task == "instance" and (args.threshold > 0 or args.overlap_mask_area_threshold > 0):
@@ -80,7 +83,7 @@ def _make_writer(args, loaded, items):
             )
         return writer
     return ImageWriter(
-        args.output, loaded, args.task, draw=DrawOptions(alpha=args.alpha, show_labels=not args.no_labels)
+        args.output, loaded, options, draw=DrawOptions(alpha=args.alpha, show_labels=not args.no_labels)
     )
 
 
@@ -121,7 +124,14 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:
         raise CLIError(f"cannot create the output folder --output {args.output!r}: {error}") from error
 
-    writer = _make_writer(args, loaded, inputs.items)
+    options = SegmentOptions(
+        task=args.task,
+        threshold=args.threshold,
+        mask_threshold=args.mask_threshold,
+        overlap_mask_area_threshold=args.overlap_mask_area_threshold,
+        full_instance_masks=args.format == "coco" and args.task == "instance",
+    )
+    writer = _make_writer(args, loaded, options, inputs.items)
     unknown = {item.path for item in getattr(writer, "unknown", [])}
     if state.is_main_process:
         for path in sorted(unknown):
@@ -129,13 +139,6 @@ def run(args: argparse.Namespace) -> int:
         failures += len(unknown)
     images = [item for item in mine if item.kind == "image" and item.path not in unknown]
     videos = [item for item in mine if item.kind == "video"]
-    options = SegmentOptions(
-        task=args.task,
-        threshold=args.threshold,
-        mask_threshold=args.mask_threshold,
-        overlap_mask_area_threshold=args.overlap_mask_area_threshold,
-        full_instance_masks=args.format == "coco",
-    )
     num_workers = args.num_workers
     if num_workers is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -183,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
 
     draw = DrawOptions(alpha=args.alpha, show_labels=not args.no_labels)
     for item in videos:
-        if not args.overwrite and video_is_done(args.output, item, args.task):
+        if not args.overwrite and video_is_done(args.output, item, loaded, options):
             print(f"{prefix}{item.path}: outputs exist, skipped (pass --overwrite to redo it)", file=sys.stderr)
             continue
         try:

@@ -3,7 +3,8 @@ each image's outputs, skip images done by an earlier run, and report what failed
 
     loaded = load_segmentation_model(None)
     inputs = collect_inputs(["photos/"])
-    summary = run_images(loaded, inputs.images, SegmentOptions(task="panoptic"), ImageWriter("out", loaded, "panoptic"))
+    options = SegmentOptions(task="panoptic")
+    summary = run_images(loaded, inputs.images, options, ImageWriter("out", loaded, options, draw=DrawOptions()))
 
 Under `accelerate launch` each process takes its share of the inputs (`accelerate`'s `split_between_processes`,
 see `split_for_this_process`).

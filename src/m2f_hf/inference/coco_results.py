@@ -62,13 +62,13 @@ class CocoResultsWriter(ImageWriter):
     Args:
         output_dir: the output folder.
         loaded: the `LoadedModel` (class names, dataset category ids, thing classes).
-        task: `instance`, `semantic` or `panoptic`.
+        options: the run's `SegmentOptions` (its task: `instance`, `semantic` or `panoptic`).
         items: every input of the run, in order (image ids follow it).
         reference: a COCO annotation file whose `images` give the image ids, matched by file name.
     """
 
-    def __init__(self, output_dir, loaded, task: str, items: list, *, reference=None) -> None:
-        super().__init__(output_dir, loaded, task, draw=None)
+    def __init__(self, output_dir, loaded, options, items: list, *, reference=None) -> None:
+        super().__init__(output_dir, loaded, options, draw=None)
         self.images = {}  # item path -> COCO image entry (id, file_name)
         self.unknown = []  # items absent from the reference
         lookup = _reference_ids(reference) if reference is not None else None
@@ -119,8 +119,8 @@ class CocoResultsWriter(ImageWriter):
         for item in items:
             entry = self.images.get(item.path)
             document = read_document(self.json_path(item)) if entry is not None else None
-            if document is None or document.get("image") != item.path:
-                continue  # unreadable or unknown to the reference: reported when it failed
+            if document is None or document.get("image") != item.path or document.get("options") != self.options:
+                continue  # unreadable, unknown to the reference, or not done: reported when it failed
             image_id = entry["id"]
             images.append({**entry, "height": document["height"], "width": document["width"]})
             segments = document["segments"]

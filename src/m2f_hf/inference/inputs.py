@@ -112,7 +112,9 @@ def collect_inputs(specs: list[str], *, recursive: bool = False) -> InputList:
             if not matches:
                 result.errors.append(f"{spec}: the pattern matches no files")
             elif not media:
-                result.errors.append(f"{spec}: the pattern matches {len(matches)} file(s), none of them an image or video")
+                result.errors.append(
+                    f"{spec}: the pattern matches {len(matches)} file(s), none of them an image or video"
+                )
             found.extend((path, Path(path).stem) for path in media)
         else:
             found.append((spec, Path(spec).stem))

@@ -65,6 +65,13 @@ def segments_to_records(result, id2label: dict, category_ids=None) -> list[dict]
     return [segment_record(class_map == c, c, c, None, id2label, category_ids) for c in np.unique(class_map).tolist()]
 
 
-def result_document(*, image: str, height: int, width: int, model: str, task: str, records: list[dict]) -> dict:
-    """The JSON document written for one image."""
-    return {"image": image, "height": height, "width": width, "model": model, "task": task, "segments": records}
+def result_document(
+    *, image: str, height: int, width: int, model: str, task: str, records: list[dict], options: dict | None = None
+) -> dict:
+    """The JSON document written for one image; `options` (`SegmentOptions.as_dict()`), when given, records how the
+    segments were made."""
+    document = {"image": image, "height": height, "width": width, "model": model, "task": task}
+    if options is not None:
+        document["options"] = options
+    document["segments"] = records
+    return document

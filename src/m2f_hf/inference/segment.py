@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 TASKS = ("panoptic", "instance", "semantic")
 
@@ -25,6 +25,11 @@ class SegmentOptions:
     mask_threshold: float = 0.5
     overlap_mask_area_threshold: float = 0.8
     full_instance_masks: bool = False
+
+    def as_dict(self) -> dict:
+        """The options as JSON-ready values (recorded with each result, so that a resumed run can tell whether an
+        earlier result was made the same way)."""
+        return asdict(self)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -130,8 +130,8 @@ def video_outputs(output_dir, item) -> tuple[Path, Path]:
     return Path(output_dir) / f"{item.name}.mp4", Path(output_dir) / f"{item.name}.jsonl"
 
 
-def video_is_done(output_dir, item, task: str) -> bool:
-    """Both outputs exist, and the first frame's document names the same video and task."""
+def video_is_done(output_dir, item, loaded, options) -> bool:
+    """Both outputs exist, and the first frame's document names the same video, model and options."""
     video_path, lines_path = video_outputs(output_dir, item)
     if not video_path.is_file():
         return False
@@ -140,7 +140,8 @@ def video_is_done(output_dir, item, task: str) -> bool:
             first = json.loads(handle.readline())
     except (OSError, ValueError):
         return False
-    return first.get("image") == item.path and first.get("task") == task
+    expected = (("image", item.path), ("model", loaded.source), ("options", options.as_dict()))
+    return all(first.get(key) == value for key, value in expected)
 
 
 def run_video(
@@ -204,6 +205,7 @@ def run_video(
                             model=loaded.source,
                             task=options.task,
                             records=records,
+                            options=options.as_dict(),
                         )
                         lines.write(json.dumps({**document, "frame": index, "time": moment}) + "\n")
                         summary.frames += 1

@@ -52,10 +52,11 @@ def read_document(path: Path) -> dict | None:
 class ImageWriter:
     """Writes `OUTPUT/NAME.json` for each image and, with `draw`, the overlay `OUTPUT/NAME.png`."""
 
-    def __init__(self, output_dir, loaded, task: str, *, draw: DrawOptions | None) -> None:
+    def __init__(self, output_dir, loaded, options, *, draw: DrawOptions | None) -> None:
         self.output_dir = Path(output_dir)
         self.loaded = loaded
-        self.task = task
+        self.options = options.as_dict()  # a SegmentOptions
+        self.task = options.task
         self.draw = draw
 
     def json_path(self, item) -> Path:
@@ -65,11 +66,14 @@ class ImageWriter:
         return self.output_dir / f"{item.name}.png"
 
     def is_done(self, item) -> bool:
-        """True when the outputs of `item` exist from an earlier run of the same source and task."""
+        """True when the outputs of `item` exist from an earlier run of the same source, model and options."""
         if self.draw is not None and not self.picture_path(item).is_file():
             return False
         document = read_document(self.json_path(item))
-        return document is not None and document.get("image") == item.path and document.get("task") == self.task
+        return document is not None and all(
+            document.get(key) == value
+            for key, value in (("image", item.path), ("model", self.loaded.source), ("options", self.options))
+        )
 
     def write(self, item, image, result) -> tuple[list[Path], int]:
         """Write the outputs of one image (the JSON last: it marks the image as done); returns the paths written and
@@ -88,7 +92,13 @@ class ImageWriter:
         records = segments_to_records(result, self.loaded.id2label, self.loaded.category_ids)
         height, width = _size(image)
         document = result_document(
-            image=item.path, height=height, width=width, model=self.loaded.source, task=self.task, records=records
+            image=item.path,
+            height=height,
+            width=width,
+            model=self.loaded.source,
+            task=self.task,
+            records=records,
+            options=self.options,
         )
         self.extra_outputs(item, image, result, document)
         atomic_write_text(json_path, json.dumps(document, indent=1))
