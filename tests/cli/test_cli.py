@@ -120,8 +120,8 @@ def test_bad_and_unreadable_images_are_reported_and_the_others_processed(tmp_pat
     assert f"{missing}: no such file" in captured.err
     assert f"{text}: not an image file that Pillow can read" in captured.err
     assert f"{truncated}: cannot decode the image" in captured.err
-    assert f"{folder}: is a directory" in captured.err
-    assert "4 of 5 images could not be read" in captured.err
+    assert f"{folder}: folder holds no image or video files" in captured.err
+    assert "4 of 5 inputs could not be read" in captured.err
     assert sorted(p.name for p in output.iterdir()) == [f"{good.stem}.json", f"{good.stem}.png"]
     assert str(output / f"{good.stem}.png") in captured.out
 
