@@ -6,13 +6,15 @@
 # Steps: environment report -> kernel build (JIT, cached) -> `pytest -m cuda tests/ops` -> kernel benchmark (uniform
 # and local sampling locations) -> a training step at 1024x1024 against transformers: memory per image (issue 4; the
 # paper reports about 6 GB), time, and a profile of one step -> end-to-end inference against transformers -> the
-# kernel's scalar variant on the benchmark cases -> the ops package's CPU-side tests with a GPU present.
+# kernel's scalar variant on the benchmark cases -> m2f-segment on a folder (batches, workers, COCO results) on the
+# GPU -> the ops package's CPU-side tests with a GPU present.
 # Every step runs under its own time limit inside an overall budget (< 9 minutes), a failing step does not stop the
 # following ones. OUTPUT_DIR receives three files: summary.json (each step's status and duration, the test counts
 # and the benchmark figures), gpu_check.log (every step's log, in order) and tests.xml (the cuda tests, JUnit).
 # Scratch files and the kernel cache live in GPU_CHECK_WORK (default: a fresh temporary directory).
 # Assumes the package is importable (`pip install -e .` done) or falls back to PYTHONPATH=src; the CUDA steps need
-# torch, transformers, timm, scipy and safetensors (not datasets, evaluate or pycocotools).
+# torch, transformers, timm, scipy and safetensors (not datasets, evaluate or pycocotools; the cli_batch step also
+# needs pycocotools and accelerate, as m2f-segment does).
 set -u
 set -o pipefail
 
@@ -87,6 +89,10 @@ run_step benchmark_scalar_uniform 60 env M2F_DEFORM_ATTN_CUDA_SCALAR=1 "$PYTHON"
   --quick --rounds 1 --locations uniform
 run_step benchmark_scalar_local 60 env M2F_DEFORM_ATTN_CUDA_SCALAR=1 "$PYTHON" benchmarks/bench_deform_attn.py \
   --quick --rounds 1 --locations local
+# m2f-segment's batch path on the GPU: a folder in batches with DataLoader workers, then COCO results
+run_step cli_batch 90 bash -c "$PYTHON -m m2f_hf src/m2f_hf/assets/examples --device cuda --batch-size 3 \
+  --num-workers 2 --output '$WORK_DIR/cli_out' && $PYTHON -m m2f_hf src/m2f_hf/assets/examples --device cuda \
+  --task instance --format coco --output '$WORK_DIR/cli_coco' && test -s '$WORK_DIR/cli_coco/coco_instances_results.json'"
 run_step ops_cpu_side 90 "$PYTHON" -m pytest tests/ops -q -x -p no:cacheprovider
 # the web demo's handler with the model on the GPU (m2f-demo --device cuda): a bundled example gives segments
 run_step demo_cuda 90 "$PYTHON" -c "from m2f_hf.demo.app import DemoApp; from m2f_hf import example_images; \

@@ -1,18 +1,11 @@
 """m2f_hf: Mask2Former for universal image segmentation, Hugging Face style.
 
-Importing the package registers the config, the models and the image processor with transformers' Auto classes.
+Importing the package registers the config, the models and the image processor with transformers' Auto classes
+(`m2f_hf._api`). Only while the `m2f-segment` command starts (see `m2f_hf._startup`) is that deferred to the first
+use of the API, so that the command parses its options before the heavy imports.
 """
 
-from .configuration_m2f import M2FConfig
-from .image_processing_m2f import M2FImageProcessor
-from .modeling_m2f import (
-    M2FForUniversalSegmentation,
-    M2FForUniversalSegmentationOutput,
-    M2FModel,
-    M2FModelOutput,
-    M2FPreTrainedModel,
-)
-from .resources import default_model_path, example_images
+from ._startup import started_as_command
 
 __version__ = "0.1.0"
 
@@ -28,21 +21,30 @@ __all__ = [
     "example_images",
 ]
 
+if started_as_command():
 
-def _register_auto_classes() -> None:
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForUniversalSegmentation
+    def __getattr__(name: str):
+        if name not in __all__:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return getattr(load_api(), name)
 
-    from .processing.pipeline import register_image_segmentation_pipeline
-
-    AutoConfig.register(M2FConfig.model_type, M2FConfig, exist_ok=True)
-    AutoModel.register(M2FConfig, M2FModel, exist_ok=True)
-    AutoModelForUniversalSegmentation.register(M2FConfig, M2FForUniversalSegmentation, exist_ok=True)
-    # transformers 5 looks up the "torchvision" (fast) slot first; ours serves both.
-    AutoImageProcessor.register(
-        M2FConfig, image_processor_classes={"torchvision": M2FImageProcessor, "pil": M2FImageProcessor}, exist_ok=True
+else:
+    from ._api import (
+        M2FConfig,
+        M2FForUniversalSegmentation,
+        M2FForUniversalSegmentationOutput,
+        M2FImageProcessor,
+        M2FModel,
+        M2FModelOutput,
+        M2FPreTrainedModel,
+        default_model_path,
+        example_images,
     )
-    # pipeline("image-segmentation") loads through AutoModelForImageSegmentation and needs our batching-safe class.
-    register_image_segmentation_pipeline()
 
 
-_register_auto_classes()
+def load_api():
+    """Import the package's API and register it with transformers (what `import m2f_hf` does, when deferred)."""
+    from . import _api
+
+    globals().update({name: getattr(_api, name) for name in __all__})
+    return _api

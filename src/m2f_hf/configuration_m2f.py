@@ -39,6 +39,11 @@ class M2FConfig(PretrainedConfig):
             The timm feature indices to use (4 of them, strides 4 to 32). Defaults to the last four.
         timm_backbone_kwargs (`dict`, *optional*):
             Extra keyword arguments for `timm.create_model` (e.g. `{"strict_img_size": False}` for a Swin).
+        num_channels (`int`, *optional*, defaults to 3):
+            Channels of the input images (1 for grayscale microscopy, 4 for RGB + near-infrared, 13 for Sentinel-2
+            tiles, ...), carried to the backbone: `num_channels` of `backbone_config`, timm's `in_chans`. Unset, it is
+            the backbone's own (`backbone_config.num_channels` or `timm_backbone_kwargs["in_chans"]`), else 3. The
+            image processor must make as many (its `num_channels`, or per-channel `image_mean` / `image_std`).
         use_pretrained_backbone (`bool`, *optional*, defaults to `False`):
             Load the backbone's pretrained weights (timm only; downloads them from the Hub).
         feature_size (`int`, *optional*, defaults to 256):
@@ -116,6 +121,7 @@ class M2FConfig(PretrainedConfig):
     timm_backbone: str | None = None
     timm_out_indices: list[int] | None = None
     timm_backbone_kwargs: dict | None = None
+    num_channels: int | None = None
     use_pretrained_backbone: bool = False
     feature_size: int = 256
     mask_feature_size: int = 256
@@ -174,7 +180,34 @@ class M2FConfig(PretrainedConfig):
         self.backbone_config = self._resolve_backbone_config(self.backbone_config, self.timm_backbone)
         if self.timm_backbone_kwargs is None:
             self.timm_backbone_kwargs = {}
+        self._resolve_num_channels()
         self.validate()
+
+    def _resolve_num_channels(self) -> None:
+        """One channel count for the config and its backbone (see `num_channels`); a conflict raises."""
+        if self.num_channels is not None and (
+            isinstance(self.num_channels, bool) or not isinstance(self.num_channels, int) or self.num_channels < 1
+        ):
+            raise ValueError(f"num_channels={self.num_channels!r} must be a positive integer.")
+        if self.backbone_config is not None:
+            name, backbone = "backbone_config.num_channels", getattr(self.backbone_config, "num_channels", None)
+        else:
+            name, backbone = 'timm_backbone_kwargs["in_chans"]', self.timm_backbone_kwargs.get("in_chans")
+        if self.num_channels is None:
+            self.num_channels = int(backbone) if backbone is not None else 3
+        elif backbone is not None and backbone != self.num_channels and not self._backbone_channels_default(backbone):
+            raise ValueError(
+                f"num_channels={self.num_channels} but {name}={backbone}; give one channel count (num_channels is "
+                "carried to the backbone)."
+            )
+        if self.backbone_config is not None:
+            self.backbone_config.num_channels = self.num_channels
+        elif self.num_channels != 3 or "in_chans" in self.timm_backbone_kwargs:
+            self.timm_backbone_kwargs = {**self.timm_backbone_kwargs, "in_chans": self.num_channels}
+
+    def _backbone_channels_default(self, backbone_channels: int) -> bool:
+        # a transformers backbone config always has num_channels; 3 is its default, so only another value conflicts
+        return self.backbone_config is not None and backbone_channels == 3
 
     @staticmethod
     def _resolve_backbone_config(backbone_config, timm_backbone):

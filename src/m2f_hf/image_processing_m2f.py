@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature, get_size_dict
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.processing_utils import ImagesKwargs
+from transformers.utils import logging
 
+from .processing.image_modes import warn_if_already_rescaled
 from .processing.image_ops import (
     make_image_list,
     pad_bottom_right,
@@ -30,38 +31,27 @@ from .processing.image_ops import (
     round_up,
     to_chw_tensor,
 )
-from .processing.labels import check_panoptic_ids, encode_panoptic, encode_semantic_or_instance, label_map_to_tensor
-from .processing.postprocess import (
-    binary_mask_to_rle,
-    instance_inference,
-    panoptic_inference,
-    resolve_geometry,
-    semantic_inference,
+from .processing.labels import encode_panoptic, encode_semantic_or_instance, prepare_labels
+from .processing.postprocess_api import PostProcessingMixin
+from .processing.settings import (
+    IGNORED_KEYS,
+    RESAMPLE_MODES,
+    SETTING_NAMES,
+    as_given_statistic,
+    channel_count,
+    resolve_settings,
+    statistics,
+    validate_settings,
 )
 
-_SIZE_DIVISOR_MODES = ("pad", "stretch")
-# PIL resampling codes -> torch interpolation modes; transformers maps them the same way through torchvision
-_RESAMPLE_MODES = {0: "nearest", 2: "bilinear", 3: "bicubic"}
-# keys of transformers' config that have no meaning here; dropped on load so they are not saved back
-_IGNORED_KEYS = (
-    "image_processor_type",
-    "processor_class",
-    "feature_extractor_type",
-    "_max_size",
-    "data_format",
-    "input_data_format",
-    "default_to_square",
-    "disable_grouping",
-    "device",
-    "return_tensors",
-    "do_convert_rgb",
-    "do_pad",
-)
+logger = logging.get_logger(__name__)
 
 
 class M2FImageProcessorKwargs(ImagesKwargs, total=False):
     """Keyword arguments accepted by `M2FImageProcessor` (used by `from_pretrained(..., **overrides)`)."""
 
+    num_channels: int | None
+    scaling: str
     size_divisor: int
     size_divisor_mode: str
     pad_size: dict | None
@@ -69,9 +59,13 @@ class M2FImageProcessorKwargs(ImagesKwargs, total=False):
     do_reduce_labels: bool
     num_labels: int | None
     mask_stride: int
+    # transformers' older names, accepted by `from_dict` / `from_pretrained` overrides
+    max_size: int
+    size_divisibility: int
+    reduce_labels: bool
 
 
-class M2FImageProcessor(BaseImageProcessor):
+class M2FImageProcessor(PostProcessingMixin, BaseImageProcessor):
     r"""Mask2Former image processor, vectorised in torch.
 
     Args:
@@ -88,8 +82,17 @@ class M2FImageProcessor(BaseImageProcessor):
             Factor applied by rescaling.
         do_normalize (`bool`, *optional*, defaults to `True`):
             Whether to normalise with `image_mean` and `image_std`.
-        image_mean, image_std (`list[float]`, *optional*, default to ImageNet's):
-            Per-channel mean and standard deviation.
+        image_mean, image_std (`float` or `list[float]`, *optional*, default to ImageNet's):
+            Mean and standard deviation: one value for every channel, or one value per channel.
+        num_channels (`int`, *optional*):
+            Channels of the model input (the model config's `num_channels`). Unset, it is the number of per-channel
+            values of `image_mean` / `image_std` (3 by default), or, with scalar statistics, each image's own. For 3
+            channels grey images are replicated and alpha dropped; for 1, alpha is dropped (see
+            `processing/image_ops.match_channels`).
+        scaling (`str`, *optional*, defaults to `"range"`):
+            How images deeper than 8 bits come onto the 0-255 scale: `"range"` divides 16-bit values by 257 (65535
+            becomes 255; float images are taken as already on the 0-255 scale); `"minmax"` stretches every image's
+            own minimum..maximum to 0..255 (usual for microscopy). See `processing/image_modes.py`.
         size_divisor (`int`, *optional*, defaults to 32):
             The padded batch (or, with `size_divisor_mode="stretch"`, each image) has sides divisible by it.
         size_divisor_mode (`str`, *optional*, defaults to `"pad"`):
@@ -121,8 +124,10 @@ class M2FImageProcessor(BaseImageProcessor):
         do_rescale: bool = True,
         rescale_factor: float = 1 / 255,
         do_normalize: bool = True,
-        image_mean: list[float] | None = None,
-        image_std: list[float] | None = None,
+        image_mean: float | list[float] | None = None,
+        image_std: float | list[float] | None = None,
+        num_channels: int | None = None,
+        scaling: str = "range",
         size_divisor: int = 32,
         size_divisor_mode: str = "pad",
         pad_size: dict[str, int] | None = None,
@@ -135,8 +140,11 @@ class M2FImageProcessor(BaseImageProcessor):
         # names used by older transformers configs
         if "reduce_labels" in kwargs:
             do_reduce_labels = bool(kwargs.pop("reduce_labels"))
+        if kwargs.get("size_divisibility") is not None:
+            size_divisor = kwargs.pop("size_divisibility")
+        kwargs.pop("size_divisibility", None)
         max_size = kwargs.pop("max_size", None)
-        for key in _IGNORED_KEYS:
+        for key in IGNORED_KEYS:
             kwargs.pop(key, None)
         super().__init__(**kwargs)
         if size is None:
@@ -148,8 +156,10 @@ class M2FImageProcessor(BaseImageProcessor):
         self.do_rescale = do_rescale
         self.rescale_factor = rescale_factor
         self.do_normalize = do_normalize
-        self.image_mean = list(image_mean if image_mean is not None else IMAGENET_DEFAULT_MEAN)
-        self.image_std = list(image_std if image_std is not None else IMAGENET_DEFAULT_STD)
+        self.image_mean = as_given_statistic(image_mean if image_mean is not None else IMAGENET_DEFAULT_MEAN)
+        self.image_std = as_given_statistic(image_std if image_std is not None else IMAGENET_DEFAULT_STD)
+        self.num_channels = num_channels
+        self.scaling = scaling
         self.size_divisor = int(size_divisor or 0)
         self.size_divisor_mode = size_divisor_mode
         self.pad_size = dict(pad_size) if pad_size is not None else None
@@ -157,65 +167,14 @@ class M2FImageProcessor(BaseImageProcessor):
         self.do_reduce_labels = do_reduce_labels
         self.num_labels = num_labels
         self.mask_stride = int(mask_stride)
-        self._validate_settings(self.__dict__)
+        validate_settings(self._defaults())
 
     # ------------------------------------------------------------------ settings
-    @staticmethod
-    def _validate_settings(settings: dict[str, Any]) -> None:
-        if settings["size_divisor_mode"] not in _SIZE_DIVISOR_MODES:
-            raise ValueError(
-                f"`size_divisor_mode` must be one of {_SIZE_DIVISOR_MODES}; got {settings['size_divisor_mode']!r}."
-            )
-        if settings["resample"] not in _RESAMPLE_MODES:
-            raise ValueError(
-                f"`resample` must be a PIL code among {sorted(_RESAMPLE_MODES)} (nearest, bilinear, bicubic); got "
-                f"{settings['resample']!r}."
-            )
-        if settings["size_divisor"] < 0:
-            raise ValueError(f"`size_divisor` must be >= 0; got {settings['size_divisor']}.")
-        if settings["mask_stride"] < 1:
-            raise ValueError(f"`mask_stride` must be >= 1; got {settings['mask_stride']}.")
-        if len(settings["image_mean"]) != 3 or len(settings["image_std"]) != 3:
-            raise ValueError(
-                f"`image_mean` and `image_std` need 3 values (RGB); got {settings['image_mean']} and "
-                f"{settings['image_std']}."
-            )
-        if any(value == 0 for value in settings["image_std"]):
-            raise ValueError(f"`image_std` must not contain 0; got {settings['image_std']}.")
+    def _defaults(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in SETTING_NAMES}
 
     def _settings(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        names = (
-            "do_resize",
-            "size",
-            "resample",
-            "do_rescale",
-            "rescale_factor",
-            "do_normalize",
-            "image_mean",
-            "image_std",
-            "size_divisor",
-            "size_divisor_mode",
-            "pad_size",
-            "ignore_index",
-            "do_reduce_labels",
-            "num_labels",
-            "mask_stride",
-        )
-        unknown = set(overrides) - set(names) - {"reduce_labels"}
-        if unknown:
-            raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; valid ones are {list(names)}.")
-        settings = {name: getattr(self, name) for name in names}
-        if "reduce_labels" in overrides:
-            overrides = dict(overrides)
-            overrides["do_reduce_labels"] = bool(overrides.pop("reduce_labels"))
-        settings.update({key: value for key, value in overrides.items() if value is not None})
-        settings["size"] = {
-            key: value
-            for key, value in dict(get_size_dict(settings["size"], default_to_square=False)).items()
-            if value is not None
-        }
-        self._validate_settings(settings)
-        return settings
+        return resolve_settings(self._defaults(), overrides)
 
     def to_dict(self) -> dict[str, Any]:
         output = {key: value for key, value in self.__dict__.items() if not key.startswith("_")}
@@ -251,31 +210,54 @@ class M2FImageProcessor(BaseImageProcessor):
         r"""Resize, rescale, normalise and pad images; optionally encode their labels.
 
         Args:
-            images: one image or a list of images (PIL, numpy HWC/CHW/HW, torch CHW/HW; uint8 or float), or a
-                4-D batch. Grayscale is replicated to RGB; an alpha channel is dropped.
+            images: one image or a list of images (PIL of any mode, numpy HWC/CHW/HW, torch CHW/HW; uint8, uint16
+                or float), or a 4-D batch. 16-bit values are scaled by `scaling`; float values are taken on the
+                0-255 scale. Channels are matched to `num_channels` (for RGB: grey replicated, alpha dropped).
             segmentation_maps: one (H, W) label map per image: semantic classes, or instance ids with
                 `instance_id_to_semantic_id`, or COCO panoptic maps (RGB-encoded ids, (H, W, 3)) with `segments_info`.
             instance_id_to_semantic_id: one mapping for all images, or one per image.
             segments_info: per image, the COCO panoptic `segments_info` list (`id`, `category_id`, `iscrowd`).
             return_tensors: `"pt"` (default behaviour) or `"np"`.
-            kwargs: any constructor argument, overriding it for this call.
+            kwargs: any constructor argument, overriding it for this call; also `input_data_format`
+                (`"channels_first"` / `"channels_last"`) for arrays whose channel axis cannot be told from the shape.
 
         Returns:
-            `BatchFeature` with `pixel_values` (B, 3, H, W) float32, `pixel_mask` (B, H, W) int64 (1 = image, 0 =
+            `BatchFeature` with `pixel_values` (B, C, H, W) float32, `pixel_mask` (B, H, W) int64 (1 = image, 0 =
             padding) and, with labels, `mask_labels` (list of (N_i, H, W) float32) and `class_labels` (list of
             (N_i,) int64).
         """
-        kwargs.pop("input_data_format", None)
-        kwargs.pop("data_format", None)
+        input_data_format = kwargs.pop("input_data_format", None)
+        kwargs.pop("data_format", None)  # the output is always channels-first
+        if kwargs.pop("pad_and_return_pixel_mask", True) is False:  # transformers' removed argument
+            logger.warning_once("`pad_and_return_pixel_mask=False` is ignored: batches are always padded.")
         settings = self._settings(kwargs)
-        image_list = [to_chw_tensor(image, "images") for image in make_image_list(images)]
+        num_channels = channel_count(settings)
+        raw_images = make_image_list(images)
+        if settings["do_rescale"] and settings["scaling"] == "range":
+            warn_if_already_rescaled(raw_images)
+        image_list = [
+            to_chw_tensor(
+                image,
+                "images" if index == 0 and not isinstance(images, (list, tuple)) else f"images[{index}]",
+                num_channels=num_channels,
+                input_data_format=input_data_format,
+                scaling=settings["scaling"],
+            )
+            for index, image in enumerate(raw_images)
+        ]
+        channels = {image.shape[0] for image in image_list}
+        if len(channels) > 1:
+            raise ValueError(
+                f"`images` have different channel counts {sorted(channels)}; one batch needs one count (set "
+                "`num_channels`, or per-channel `image_mean` / `image_std`, to convert grey and RGBA images)."
+            )
         batch_size = len(image_list)
-        label_list = self._prepare_labels(
-            segmentation_maps, instance_id_to_semantic_id, segments_info, image_list, settings
+        label_list = prepare_labels(
+            segmentation_maps, instance_id_to_semantic_id, segments_info, [tuple(i.shape[-2:]) for i in image_list]
         )
 
         stretch = settings["size_divisor_mode"] == "stretch"
-        resample = _RESAMPLE_MODES[settings["resample"]]
+        resample = RESAMPLE_MODES[settings["resample"]]
         if settings["do_resize"]:
             new_sizes = [
                 resized_hw(*image.shape[-2:], settings["size"], settings["size_divisor"], stretch_to_divisor=stretch)
@@ -294,8 +276,9 @@ class M2FImageProcessor(BaseImageProcessor):
             raise ValueError(f"`pad_size` {padded} is smaller than a resized image (sizes {new_sizes}).")
 
         # written image by image and padding by padding: filling whole buffers first costs as much as the images
-        pixel_values = torch.empty((batch_size, 3, *padded), dtype=torch.float32)
+        pixel_values = torch.empty((batch_size, channels.pop(), *padded), dtype=torch.float32)
         pixel_mask = torch.empty((batch_size, *padded), dtype=torch.int64)
+        image_mean, image_std = statistics(settings)
         # images of equal size and dtype are resized as one batch
         groups = defaultdict(list)
         for index, image in enumerate(image_list):
@@ -317,8 +300,8 @@ class M2FImageProcessor(BaseImageProcessor):
                     do_rescale=settings["do_rescale"],
                     rescale_factor=settings["rescale_factor"],
                     do_normalize=settings["do_normalize"],
-                    image_mean=settings["image_mean"],
-                    image_std=settings["image_std"],
+                    image_mean=image_mean,
+                    image_std=image_std,
                     out=pixel_values[index, :, :new_h, :new_w],
                 )
                 for target, inside in ((pixel_values[index], None), (pixel_mask[index], 1)):
@@ -338,60 +321,6 @@ class M2FImageProcessor(BaseImageProcessor):
         elif return_tensors not in (None, "pt"):
             raise ValueError(f"`return_tensors` must be None, 'pt' or 'np'; got {return_tensors!r}.")
         return BatchFeature(data=data)
-
-    def _prepare_labels(self, segmentation_maps, instance_id_to_semantic_id, segments_info, image_list, settings):
-        if segmentation_maps is None:
-            if segments_info is not None or instance_id_to_semantic_id is not None:
-                raise ValueError(
-                    "`segments_info` / `instance_id_to_semantic_id` were given without `segmentation_maps`."
-                )
-            return None
-        panoptic = segments_info is not None
-        if panoptic and instance_id_to_semantic_id is not None:
-            raise ValueError("pass either `segments_info` (COCO panoptic) or `instance_id_to_semantic_id`, not both.")
-        batch_size = len(image_list)
-        # a single map is (H, W), or (H, W, 3) for an RGB-encoded panoptic map; one more axis is a batch
-        single_rank = 3 if panoptic else 2
-        if isinstance(segmentation_maps, (list, tuple)):
-            maps = list(segmentation_maps)
-        elif isinstance(segmentation_maps, (np.ndarray, torch.Tensor)) and segmentation_maps.ndim == single_rank + 1:
-            maps = list(segmentation_maps)
-        else:
-            maps = [segmentation_maps]
-        infos = None
-        if panoptic:
-            if not isinstance(segments_info, (list, tuple)):
-                raise ValueError(f"`segments_info` must be a list; got {type(segments_info).__name__}.")
-            one_image = len(segments_info) == 0 or isinstance(segments_info[0], dict)
-            infos = [list(segments_info)] if one_image else [list(info) for info in segments_info]
-        if len(maps) != batch_size:
-            raise ValueError(f"got {batch_size} images but {len(maps)} segmentation maps; pass one map per image.")
-        if infos is not None and len(infos) != batch_size:
-            raise ValueError(f"got {batch_size} images but {len(infos)} segments_info lists; pass one per image.")
-        if isinstance(instance_id_to_semantic_id, dict):
-            mappings = [instance_id_to_semantic_id] * batch_size
-        elif instance_id_to_semantic_id is None:
-            mappings = [None] * batch_size
-        else:
-            mappings = list(instance_id_to_semantic_id)
-            if len(mappings) != batch_size:
-                raise ValueError(
-                    f"got {batch_size} images but {len(mappings)} instance_id_to_semantic_id mappings; pass one "
-                    "mapping, or one per image."
-                )
-        labels = []
-        for index, label_map in enumerate(maps):
-            tensor = label_map_to_tensor(label_map, index, panoptic=panoptic)
-            image_hw = tuple(image_list[index].shape[-2:])
-            if tuple(tensor.shape) != image_hw:
-                raise ValueError(
-                    f"segmentation_maps[{index}] has size {tuple(tensor.shape)} but its image has size {image_hw}; "
-                    "a label map must have the size of its image."
-                )
-            if panoptic:
-                check_panoptic_ids(tensor, infos[index], index)
-            labels.append((tensor, mappings[index], infos[index] if panoptic else None))
-        return labels
 
     def _encode_labels(self, label_list, new_sizes, padded, settings):
         mask_labels, class_labels = [], []
@@ -414,175 +343,6 @@ class M2FImageProcessor(BaseImageProcessor):
             mask_labels.append(pad_bottom_right(masks, padded, 0.0))
             class_labels.append(classes)
         return mask_labels, class_labels
-
-    # ------------------------------------------------------------------ post-processing
-    def _outputs(self, outputs) -> tuple[torch.Tensor, torch.Tensor]:
-        def get(name):
-            value = getattr(outputs, name, None)
-            if value is None and isinstance(outputs, dict):
-                value = outputs.get(name)
-            if value is None:
-                raise ValueError(f"`outputs` must provide `{name}`; got {type(outputs).__name__}.")
-            return value
-
-        class_logits, mask_logits = get("class_queries_logits"), get("masks_queries_logits")
-        if class_logits.ndim != 3 or mask_logits.ndim != 4 or class_logits.shape[:2] != mask_logits.shape[:2]:
-            raise ValueError(
-                "expected class_queries_logits (batch, queries, classes + 1) and masks_queries_logits (batch, "
-                f"queries, height, width); got {tuple(class_logits.shape)} and {tuple(mask_logits.shape)}."
-            )
-        return class_logits.detach().float(), mask_logits.detach().float()
-
-    def _geometry(self, mask_logits, target_sizes, pixel_mask):
-        return resolve_geometry(
-            tuple(mask_logits.shape[-2:]),
-            mask_logits.shape[0],
-            target_sizes=target_sizes,
-            pixel_mask=pixel_mask,
-            mask_stride=self.mask_stride,
-            resized_size_fn=self.resized_size,
-        )
-
-    def post_process_semantic_segmentation(
-        self,
-        outputs,
-        target_sizes: list[tuple[int, int]] | None = None,
-        return_segmentation_scores: bool = False,
-        *,
-        pixel_mask: torch.Tensor | None = None,
-        exact: bool = True,
-    ):
-        r"""Semantic segmentation maps from `M2FForUniversalSegmentation` outputs.
-
-        Args:
-            outputs: model outputs with `class_queries_logits` and `masks_queries_logits`.
-            target_sizes (`list[tuple[int, int]]`, *optional*): per image, the output (height, width), normally the
-                original image size. Without `pixel_mask` these are taken as the original sizes to find the
-                unpadded region.
-            return_segmentation_scores (`bool`): also return per-class scores (C, H, W).
-            pixel_mask (`torch.Tensor`, *optional*): the `pixel_mask` returned by pre-processing; gives the padded
-                and unpadded sizes exactly.
-            exact (`bool`, defaults to `True`): the original Mask2Former's class map, which upsamples every query's
-                mask logits before the sigmoid and the sum over queries (computed with bounds, so that only
-                confident queries and undecided pixels cost full-resolution work). `False` combines the class scores at mask resolution
-                and upsamples those instead: faster, but not the original's numbers (sigmoid and resizing do not
-                commute; about 3% of pixels can change class).
-
-        Returns:
-            a list with one (H, W) int64 class map per image, or with `return_segmentation_scores` one
-            `SemanticSegmentationPostProcessorOutput` (`segmentation`, `segmentation_scores`) per image. Without
-            `target_sizes` the maps have the unpadded input size (with `pixel_mask`) or the padded input size.
-        """
-        class_logits, mask_logits = self._outputs(outputs)
-        geometry = self._geometry(mask_logits, target_sizes, pixel_mask)
-        results = []
-        for i, geo in enumerate(geometry):
-            segmentation, scores = semantic_inference(
-                class_logits[i], mask_logits[i], geo, exact=exact, with_scores=return_segmentation_scores
-            )
-            if return_segmentation_scores:
-                results.append(
-                    SemanticSegmentationPostProcessorOutput(
-                        data={"segmentation": segmentation, "segmentation_scores": scores}
-                    )
-                )
-            else:
-                results.append(segmentation)
-        return results
-
-    def post_process_instance_segmentation(
-        self,
-        outputs,
-        threshold: float = 0.5,
-        mask_threshold: float = 0.5,
-        overlap_mask_area_threshold: float = 0.8,
-        target_sizes: list[tuple[int, int]] | None = None,
-        return_coco_annotation: bool | None = False,
-        return_binary_maps: bool | None = False,
-        *,
-        pixel_mask: torch.Tensor | None = None,
-    ) -> list[dict]:
-        r"""Instance segmentation from `M2FForUniversalSegmentation` outputs.
-
-        Args:
-            outputs: model outputs with `class_queries_logits` and `masks_queries_logits`.
-            threshold (`float`): minimum instance score (class probability x mean mask probability in the mask).
-            mask_threshold (`float`): mask probability above which a pixel belongs to the instance's mask.
-            overlap_mask_area_threshold (`float`): instances are painted by decreasing score; one whose visible part
-                is below this fraction of its mask is dropped (use 0 to keep every instance, as for COCO AP).
-            target_sizes, pixel_mask: as in `post_process_semantic_segmentation`.
-            return_coco_annotation (`bool`): `segmentation` is a list with one run-length encoding (transformers'
-                format) of each instance's full mask, in `segments_info` order.
-            return_binary_maps (`bool`): `segmentation` is a (N, H, W) float tensor of the full (possibly
-                overlapping) instance masks, in `segments_info` order.
-
-        Returns:
-            one dict per image: `segmentation` ((H, W) int32 map of segment ids, -1 for background, unless one of the
-            options above) and `segments_info` (list of `id`, `label_id`, `was_fused`, `score`), by decreasing score.
-        """
-        if return_coco_annotation and return_binary_maps:
-            raise ValueError("`return_coco_annotation` and `return_binary_maps` cannot both be True.")
-        class_logits, mask_logits = self._outputs(outputs)
-        geometry = self._geometry(mask_logits, target_sizes, pixel_mask)
-        results = []
-        for i, geo in enumerate(geometry):
-            segmentation, segments, binary_maps = instance_inference(
-                class_logits[i],
-                mask_logits[i],
-                geo,
-                threshold=threshold,
-                mask_threshold=mask_threshold,
-                overlap_mask_area_threshold=overlap_mask_area_threshold,
-            )
-            if return_coco_annotation:
-                segmentation = [binary_mask_to_rle(mask) for mask in binary_maps]
-            elif return_binary_maps:
-                segmentation = binary_maps
-            results.append({"segmentation": segmentation, "segments_info": segments})
-        return results
-
-    def post_process_panoptic_segmentation(
-        self,
-        outputs,
-        threshold: float = 0.5,
-        mask_threshold: float = 0.5,
-        overlap_mask_area_threshold: float = 0.8,
-        label_ids_to_fuse: set[int] | None = None,
-        target_sizes: list[tuple[int, int]] | None = None,
-        *,
-        pixel_mask: torch.Tensor | None = None,
-    ) -> list[dict]:
-        r"""Panoptic segmentation from `M2FForUniversalSegmentation` outputs.
-
-        Args:
-            outputs: model outputs with `class_queries_logits` and `masks_queries_logits`.
-            threshold (`float`): queries whose best class probability is not above it are dropped.
-            mask_threshold (`float`): a pixel joins its winning query's segment only if that query's mask
-                probability reaches it.
-            overlap_mask_area_threshold (`float`): a segment keeping less than this fraction of its own mask is dropped.
-            label_ids_to_fuse (`set[int]`, *optional*): classes (typically "stuff") whose segments share one id.
-            target_sizes, pixel_mask: as in `post_process_semantic_segmentation`.
-
-        Returns:
-            one dict per image: `segmentation` ((H, W) int32, 0 = no segment, ids from 1) and `segments_info`
-            (one entry per id: `id`, `label_id`, `was_fused`, `score`).
-        """
-        class_logits, mask_logits = self._outputs(outputs)
-        geometry = self._geometry(mask_logits, target_sizes, pixel_mask)
-        fuse = set(label_ids_to_fuse) if label_ids_to_fuse is not None else set()
-        results = []
-        for i, geo in enumerate(geometry):
-            segmentation, segments = panoptic_inference(
-                class_logits[i],
-                mask_logits[i],
-                geo,
-                threshold=threshold,
-                mask_threshold=mask_threshold,
-                overlap_mask_area_threshold=overlap_mask_area_threshold,
-                label_ids_to_fuse=fuse,
-            )
-            results.append({"segmentation": segmentation, "segments_info": segments})
-        return results
 
 
 __all__ = ["M2FImageProcessor"]

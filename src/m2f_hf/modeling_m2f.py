@@ -117,7 +117,8 @@ def _check_pixel_values(pixel_values: torch.Tensor, num_channels: int, min_size:
     if pixel_values.shape[1] != num_channels:
         raise ValueError(
             f"pixel_values has {pixel_values.shape[1]} channels (shape {tuple(pixel_values.shape)}); the backbone "
-            f"expects {num_channels}."
+            f"expects {num_channels} (config.num_channels). The image processor makes as many channels as its "
+            "`num_channels`, or as `image_mean` / `image_std` have values."
         )
     height, width = pixel_values.shape[-2:]
     if height < min_size or width < min_size:
@@ -254,9 +255,7 @@ class M2FModel(M2FPreTrainedModel):
 
     @property
     def _num_input_channels(self) -> int:
-        if self.config.backbone_config is not None:
-            return getattr(self.config.backbone_config, "num_channels", 3)
-        return int((self.config.timm_backbone_kwargs or {}).get("in_chans", 3))
+        return self.config.num_channels
 
     def forward(
         self,

@@ -120,8 +120,8 @@ def test_bad_and_unreadable_images_are_reported_and_the_others_processed(tmp_pat
     assert f"{missing}: no such file" in captured.err
     assert f"{text}: not an image file that Pillow can read" in captured.err
     assert f"{truncated}: cannot decode the image" in captured.err
-    assert f"{folder}: is a directory" in captured.err
-    assert "4 of 5 images could not be read" in captured.err
+    assert f"{folder}: folder holds no image or video files" in captured.err
+    assert "4 of 5 inputs could not be read" in captured.err
     assert sorted(p.name for p in output.iterdir()) == [f"{good.stem}.json", f"{good.stem}.png"]
     assert str(output / f"{good.stem}.png") in captured.out
 
@@ -216,3 +216,37 @@ def test_unreachable_hub_id_is_a_clear_error(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "--model 'someone/some-m2f-model' is not a local folder" in err
     assert "the Hub cannot be reached (offline)" in err
+
+
+def _segments(path) -> list[tuple]:
+    return [(s["label"], s["area"], s["segmentation"]["counts"]) for s in _read_json(path)["segments"]]
+
+
+def test_16bit_and_float_files_segment_like_their_8bit_twin(tmp_path, capsys):
+    grey = np.asarray(Image.open(example_images()[0]).convert("L"))
+    Image.fromarray(grey).save(tmp_path / "grey8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    # a dim 16-bit image (as from a 12-bit camera): 1000 + 8 v, which --scaling minmax stretches back to v
+    stretched = grey.astype(np.uint16)
+    stretched[0, 0], stretched[0, 1] = 0, 255
+    Image.fromarray(stretched.astype(np.uint8)).save(tmp_path / "stretched8.png")
+    Image.fromarray((1000 + 8 * stretched).astype(np.uint16)).save(tmp_path / "dim16.png")
+    Image.fromarray(np.full((32, 32), 5.0, np.float32), mode="F").save(tmp_path / "depth.tif")  # beyond 0..1
+    names = ["grey8.png", "grey16.png", "stretched8.png", "depth.tif"]
+    output = tmp_path / "out"
+    assert main([*(str(tmp_path / n) for n in names), "--output", str(output)]) == 1
+    assert "depth.tif: the float image (mode 'F') has values in [5, 5]" in capsys.readouterr().err
+    assert _segments(output / "grey16.json") == _segments(output / "grey8.json")
+    assert main([str(tmp_path / "dim16.png"), "--scaling", "minmax", "--output", str(output)]) == 0
+    assert _segments(output / "dim16.json") == _segments(output / "stretched8.json")
+
+
+def test_instance_task_reports_thing_classes_unless_all_classes(tmp_path):
+    path = str(example_images()[0])
+    assert main([path, "--task", "instance", "--output", str(tmp_path / "things")]) == 0
+    assert main([path, "--task", "instance", "--all-classes", "--output", str(tmp_path / "all")]) == 0
+    stem = example_images()[0].stem
+    things = {s["label"] for s in _read_json(tmp_path / "things" / f"{stem}.json")["segments"]}
+    every = {s["label"] for s in _read_json(tmp_path / "all" / f"{stem}.json")["segments"]}
+    assert things and things <= {"circle", "square", "triangle"}
+    assert every - things <= {"grass", "water", "sand"} and every & {"grass", "water", "sand"}

@@ -442,6 +442,23 @@ def test_zoo_configs_are_consistent():
     assert config_from_zoo(R50_COCO).backbone_config.downsample_in_bottleneck is False
 
 
+def test_zoo_configs_know_their_thing_classes():
+    # the dataset registrations' isthing flags: COCO panoptic lists its 80 things first, Cityscapes its 8 last
+    assert config_from_zoo(R50_COCO).thing_ids == list(range(80))
+    assert config_from_zoo(R50_COCO).stuff_ids == list(range(80, 133))
+    cityscapes = config_from_zoo("cityscapes/panoptic-segmentation/maskformer2_R50_bs16_90k")
+    assert [cityscapes.id2label[i] for i in cityscapes.thing_ids] == [
+        "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"
+    ]  # fmt: skip
+    ade = config_from_zoo("ade20k/semantic-segmentation/maskformer2_R50_bs16_160k")
+    assert len(ade.thing_ids) == 100 and ade.id2label[ade.thing_ids[0]] == "bed"
+    for name, entry in ZOO.items():
+        config = config_from_zoo(entry)
+        assert config.thing_ids == [i for i, thing in enumerate(entry.dataset.is_thing) if thing], name
+        if "instance" in name:
+            assert config.stuff_ids == [], name
+
+
 def test_preprocessor_settings_follow_original_test_time():
     entry = get_zoo_entry("ade20k/semantic-segmentation/maskformer2_R50_bs16_160k")
     settings = preprocessor_config_for(entry)

@@ -89,3 +89,25 @@ def test_from_pretrained_converts_a_transformers_native_checkpoint(transformers_
     config = M2FConfig.from_pretrained(source)
     assert config.model_type == "m2f_hf" and config.decoder_layers == reference.config.decoder_layers - 1
     assert config.id2label == reference.config.id2label
+
+
+def test_thing_classes_come_from_a_known_label_set():
+    from m2f_hf.convert import DATASETS, config_from_transformers
+
+    # the Hub's COCO panoptic checkpoints name their classes as Detectron2 does
+    coco = DATASETS["coco_panoptic"]
+    config = config_from_transformers(tiny_transformers_config(num_labels=coco.num_labels))
+    assert config.thing_ids is None  # class_0, class_1, ...: nothing to tell things from stuff
+    source = tiny_transformers_config(num_labels=coco.num_labels)
+    source.id2label = dict(coco.id2label)
+    assert config_from_transformers(source).thing_ids == list(range(80))
+    # ADE20K checkpoints spell some names their own way ("windowpane", "bed "): most names still agree
+    ade = DATASETS["ade20k_panoptic"]
+    hub_names = {0: "wall", 7: "bed ", 8: "windowpane", 12: "person", 13: "earth"}
+    source = tiny_transformers_config(num_labels=ade.num_labels)
+    source.id2label = {i: hub_names.get(i, name) for i, name in ade.id2label.items()}
+    config = config_from_transformers(source)
+    assert config.thing_ids == ade.thing_ids and config.id2label[8] == "windowpane"
+    # a label set that is not a known dataset's (different names in the same count) stays unknown
+    source.id2label = {i: f"{name} x" if i % 5 == 0 else f"other {i}" for i, name in ade.id2label.items()}
+    assert config_from_transformers(source).thing_ids is None

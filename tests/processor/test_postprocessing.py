@@ -90,6 +90,41 @@ def test_instance_two_halves_score_is_class_prob_times_mean_mask_prob():
     assert score == pytest.approx(expected_score.item(), abs=1e-5)
 
 
+def test_instance_keeps_only_thing_classes_when_given():
+    processor, outputs, pixel_mask = _two_halves_example()  # class 1 on the left, class 3 on the right
+
+    def labels(**kwargs):
+        result = processor.post_process_instance_segmentation(
+            outputs, target_sizes=[(48, 80)], pixel_mask=pixel_mask, **kwargs
+        )[0]
+        return sorted(s["label_id"] for s in result["segments_info"]), result
+
+    assert labels()[0] == [1, 3]  # no thing_ids: every class, as transformers
+    kept, result = labels(thing_ids=[1, 2])
+    assert kept == [1]
+    assert torch.equal(result["segmentation"] >= 0, _expected_halves() == 0)  # the stuff half is background now
+    assert labels(thing_ids=[])[0] == []
+    with pytest.raises(ValueError, match=r"`thing_ids` must hold class indices in \[0, 4\)"):
+        processor.post_process_instance_segmentation(outputs, thing_ids=[7])
+
+
+def test_thing_filter_comes_after_the_top_k_choice_as_in_the_original():
+    # two queries, so two (query, class) candidates: both queries' best class is stuff class 3, their second best
+    # thing class 1. The original picks the top-2 pairs first (both class 3) and only then drops stuff: nothing is
+    # left, although class-1 pairs would pass a threshold of 0.
+    processor, outputs, pixel_mask = _two_halves_example()
+    class_logits = torch.full((1, 2, NUM_CLASSES + 1), -STRONG)
+    class_logits[0, :, 3] = STRONG
+    class_logits[0, :, 1] = STRONG / 2
+    outputs = SimpleNamespace(
+        class_queries_logits=class_logits, masks_queries_logits=outputs.masks_queries_logits[:, :2]
+    )
+    every = processor.post_process_instance_segmentation(outputs, threshold=0.0, pixel_mask=pixel_mask)[0]
+    assert {s["label_id"] for s in every["segments_info"]} == {3}
+    things = processor.post_process_instance_segmentation(outputs, threshold=0.0, pixel_mask=pixel_mask, thing_ids={1})
+    assert things[0]["segments_info"] == []
+
+
 def test_semantic_two_halves_fast_and_exact():
     processor, outputs, pixel_mask = _two_halves_example()
     for exact in (False, True):

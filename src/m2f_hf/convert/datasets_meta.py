@@ -142,6 +142,11 @@ class DatasetMeta:
     def id2label(self) -> dict[int, str]:
         return dict(enumerate(self.classes))
 
+    @property
+    def thing_ids(self) -> list[int]:
+        """Class indices of the thing classes (for `M2FConfig.thing_ids`)."""
+        return [i for i, thing in enumerate(self.is_thing) if thing]
+
 
 def _meta(name, title, hub_id, pairs, ignore_value=255) -> DatasetMeta:
     return DatasetMeta(
@@ -187,3 +192,39 @@ def get_dataset_meta(name: str) -> DatasetMeta:
     if name not in DATASETS:
         raise KeyError(f"dataset={name!r} is not known; expected one of {sorted(DATASETS)}.")
     return DATASETS[name]
+
+
+# Share of class names that must agree, position by position, for a label set to be recognised as a dataset's:
+# checkpoints converted by others spell some names differently (ADE20K's "windowpane" for "window ").
+_NAME_AGREEMENT = 0.9
+
+
+def _name_key(name: str) -> str:
+    """A class name's first comma-separated synonym, lower case ("road, route" -> "road")."""
+    return str(name).split(",")[0].strip().lower()
+
+
+def _names_agree(ours: str, theirs: str) -> bool:
+    a, b = _name_key(ours), _name_key(theirs)
+    return bool(a) and bool(b) and (a == b or a.startswith(b) or b.startswith(a))
+
+
+def match_dataset(id2label: dict) -> DatasetMeta | None:
+    """The dataset whose classes `id2label` lists (same number, same order, at least 90% of the names agreeing),
+    or None when no dataset, or datasets that disagree on which classes are things, fit."""
+    try:
+        names = [id2label[i] for i in range(len(id2label))]
+    except KeyError:
+        names = [id2label.get(str(i)) for i in range(len(id2label))]
+    if not names or any(name is None for name in names):
+        return None
+    found = [
+        meta
+        for meta in DATASETS.values()
+        if meta.num_labels == len(names)
+        and sum(_names_agree(ours, theirs) for ours, theirs in zip(meta.classes, names))
+        >= _NAME_AGREEMENT * len(names)
+    ]
+    if not found or len({meta.is_thing for meta in found}) != 1:
+        return None
+    return found[0]

@@ -598,6 +598,8 @@ def config_from_zoo(entry: ZooEntry | str) -> M2FConfig:
         ignore_value=meta.ignore_value,
         id2label=meta.id2label,
         label2id={name: i for i, name in meta.id2label.items()},
+        # the model zoo's dataset registrations mark things and stuff; instance inference keeps only things
+        thing_ids=meta.thing_ids,
     )
 
 

@@ -11,8 +11,12 @@ import re
 from collections.abc import Mapping
 
 import torch
+from transformers.utils import logging
 
 from ..configuration_m2f import M2FConfig
+from .datasets_meta import match_dataset
+
+logger = logging.get_logger(__name__)
 
 _T = "model.pixel_level_module.decoder."
 _D = "model.transformer_module."
@@ -148,6 +152,12 @@ def config_from_transformers(config) -> M2FConfig:
     kwargs["backbone_config"] = config.backbone_config
     kwargs["id2label"] = dict(config.id2label)
     kwargs["label2id"] = {label: int(i) for i, label in config.id2label.items()}
+    # transformers' config has no thing/stuff flags; a label set of a known dataset (COCO, ADE20K, Cityscapes,
+    # Mapillary Vistas) tells them, so that instance inference can keep only things as the original does
+    meta = match_dataset({int(i): label for i, label in config.id2label.items()})
+    if meta is not None:
+        kwargs["thing_ids"] = meta.thing_ids
+        logger.info("thing classes taken from the %s class list", meta.name)
     return M2FConfig(**kwargs)
 
 

@@ -84,7 +84,8 @@ class Collator:
     masks with 0 (padding belongs to no segment).
 
     Args:
-        image_mean, image_std (`Sequence[float]`): per-channel normalisation (of `x * rescale_factor`).
+        image_mean, image_std (`float` or `Sequence[float]`): normalisation of `x * rescale_factor`, one value for
+            every channel or one per channel.
         rescale_factor (`float`): applied before normalising (1/255 for uint8 images).
         size_divisor (`int`): padded sides are multiples of it.
         pad_size (`tuple[int, int]`, *optional*): fixed padded size (e.g. the crop size, for constant shapes).
@@ -93,14 +94,14 @@ class Collator:
     def __init__(
         self,
         *,
-        image_mean: Sequence[float],
-        image_std: Sequence[float],
+        image_mean: float | Sequence[float],
+        image_std: float | Sequence[float],
         rescale_factor: float = 1 / 255,
         size_divisor: int = 32,
         pad_size: tuple[int, int] | None = None,
     ) -> None:
-        self.image_mean = list(image_mean)
-        self.image_std = list(image_std)
+        self.image_mean = [float(image_mean)] if isinstance(image_mean, (int, float)) else list(image_mean)
+        self.image_std = [float(image_std)] if isinstance(image_std, (int, float)) else list(image_std)
         self.rescale_factor = rescale_factor
         self.size_divisor = size_divisor
         self.pad_size = pad_size
@@ -122,7 +123,7 @@ class Collator:
         if self.pad_size is not None:
             height, width = max(height, self.pad_size[0]), max(width, self.pad_size[1])
         height, width = round_up(height, self.size_divisor), round_up(width, self.size_divisor)
-        pixel_values = torch.zeros(len(items), 3, height, width)
+        pixel_values = torch.zeros(len(items), items[0]["image"].shape[0], height, width)
         pixel_mask = torch.zeros(len(items), height, width, dtype=torch.long)
         mask_labels, class_labels = [], []
         for index, (item, (h, w)) in enumerate(zip(items, sizes)):

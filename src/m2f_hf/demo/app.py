@@ -158,7 +158,7 @@ class DemoApp:
                     alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity")
                     extra = []
                     if self.controls:
-                        with gr.Accordion("Large images and test-time augmentation", open=False):
+                        with gr.Accordion("More options", open=False):
                             extra = [_control(gr, c) for c in self.controls]
                     submit = gr.Button("Segment", variant="primary", elem_id="submit")
                 with gr.Column(scale=1):

@@ -85,6 +85,7 @@ EXTRA_OPTIONS: tuple[OptionControl, ...] = (
         "window_overlap", "Window overlap", "slider", "fraction shared with each neighbour", 0.0, 0.75, 0.05
     ),
     OptionControl("tta", "Test-time augmentation", "checkbox", "several scales and a flip, averaged: slower"),
+    OptionControl("keep_all_classes", "Instance: all classes", "checkbox", "also report instances of stuff classes"),
 )
 
 
@@ -181,7 +182,7 @@ def read_image(
     """
     from PIL import Image, UnidentifiedImageError
 
-    from ..cli import load_image
+    from ..processing.image_modes import load_image
 
     name = name or Path(path).name
     try:
@@ -249,10 +250,16 @@ def segment(image, *, name: str, loaded, options, alpha: float) -> DemoResult:
     start = time.perf_counter()
     result = segment_image(loaded, image, options)
     seconds = time.perf_counter() - start
-    records = segments_to_records(result, loaded.id2label)
+    records = segments_to_records(result, loaded.id2label, loaded.category_ids)
     overlay = draw_segmentation(image, result, loaded.id2label, alpha=alpha)
     document = result_document(
-        image=name, height=image.height, width=image.width, model=loaded.source, task=options.task, records=records
+        image=name,
+        height=image.height,
+        width=image.width,
+        model=loaded.source,
+        task=options.task,
+        records=records,
+        options=options.as_dict(),
     )
     return DemoResult(overlay=overlay, document=document, seconds=seconds, is_default_model=loaded.is_default_model)
 

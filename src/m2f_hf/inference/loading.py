@@ -38,6 +38,16 @@ class LoadedModel:
     def id2label(self) -> dict[int, str]:
         return {int(k): v for k, v in self.model.config.id2label.items()}
 
+    @property
+    def category_ids(self) -> list[int] | None:
+        """Per class index, the training dataset's category id (`config.dataset_category_ids`); None: the index."""
+        return getattr(self.model.config, "dataset_category_ids", None)
+
+    @property
+    def thing_ids(self) -> list[int] | None:
+        """Class indices of the thing classes (`config.thing_ids`); None when the config does not know them."""
+        return getattr(self.model.config, "thing_ids", None)
+
 
 def resolve_device(name: str):
     """`auto` (CUDA when available), `cpu` or `cuda` as a torch device."""

@@ -1,4 +1,5 @@
-"""``python -m m2f_hf.ops [--arch "8.0;9.0"] [--verbose]``: build the CUDA kernel ahead of time (docs/kernel.md)."""
+"""``python -m m2f_hf.ops [--cpu] [--arch "8.0;9.0"] [--verbose]``: build the CUDA (or, with ``--cpu``, the CPU) kernel
+ahead of time (docs/kernel.md)."""
 
 import sys
 

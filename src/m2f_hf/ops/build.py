@@ -293,15 +293,25 @@ def main(argv: list[str] | None = None) -> int:
         return _build_and_report(load_cpu_kernel, cpu_build_directory, args.verbose)
     if args.arch:
         os.environ["TORCH_CUDA_ARCH_LIST"] = args.arch
-    return _build_and_report(load_kernel, build_directory, args.verbose)
+    hint = None
+    if not torch.cuda.is_available():
+        # the usual case on a laptop or a CPU server: the kernel they want is the CPU one
+        hint = "This machine has no GPU: build the CPU kernel with `python -m m2f_hf.ops --cpu`."
+        if not args.arch:
+            hint += ' To compile the CUDA kernel here for GPUs elsewhere, pass their architectures: --arch "8.0;9.0".'
+
+    return _build_and_report(load_kernel, build_directory, args.verbose, hint=hint)
 
 
-def _build_and_report(load, directory, verbose: bool) -> int:
+def _build_and_report(load, directory, verbose: bool, hint: str | None = None) -> int:
     """Build (or load) one kernel and print the outcome as one JSON line; the exit status of `main`."""
     try:
         module = load(verbose=verbose)
     except KernelUnavailableError as error:
-        print(json.dumps({"built": False, "reason": str(error)}))
+        report = {"built": False, "reason": str(error)}
+        if hint is not None:
+            report["hint"] = hint
+        print(json.dumps(report))
         return 1
     print(json.dumps({"built": True, "module": module.__file__, "build_dir": str(directory())}))
     return 0

@@ -61,29 +61,107 @@ def make_image_list(images, argument: str = "images") -> list:
     )
 
 
-_ALLOWED_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_ALLOWED_DTYPES = (torch.uint8, torch.uint16, torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_CHANNEL_FORMATS = {"channels_first": False, "channels_last": True}
 
 
-def to_chw_tensor(image, argument: str = "images") -> torch.Tensor:
-    """Convert one image to a (3, H, W) tensor, uint8 or floating point, keeping its values.
+def _channels_last(shape: tuple[int, ...], num_channels: int | None, input_data_format, argument: str, image) -> bool:
+    """Whether a rank-3 image is (H, W, C): `input_data_format` when given, else inferred from its shape."""
+    if input_data_format is not None:
+        key = getattr(input_data_format, "value", input_data_format)
+        if key not in _CHANNEL_FORMATS:
+            raise ValueError(
+                f"`input_data_format` must be 'channels_first', 'channels_last' or None; got {input_data_format!r}."
+            )
+        return _CHANNEL_FORMATS[key]
+    # channel counts that can become `num_channels` (grey, grey + alpha, RGB, RGBA), or any of them when unknown
+    convertible = {1, 2, 3, 4} if num_channels in (None, 1, 3) else set()
+    candidates = convertible | ({num_channels} if num_channels is not None else set())
+    first, last = shape[0], shape[-1]
+    # One end matching the expected count exactly decides; otherwise the first axis wins if it could be the channels
+    # (transformers' rule of preferring channels-first in ambiguous cases such as a 3x4x3 image).
+    if num_channels is not None and (first == num_channels) != (last == num_channels):
+        return last == num_channels
+    if first in candidates:
+        return False
+    if last in candidates:
+        return True
+    expected = f"{num_channels}" if num_channels is not None else "1 to 4"
+    raise ValueError(
+        f"`{argument}` must have {expected} channels on the first or last axis; got {_describe(image)}. Pass "
+        "`input_data_format='channels_first'` or `'channels_last'` if the channel count is right."
+    )
 
-    Grayscale images are replicated to three channels; an alpha channel is dropped (as PIL's
-    `convert("RGB")`, which Detectron2 uses to read images).
-    """
+
+def image_hw(image, *, num_channels: int | None = 3, input_data_format=None) -> tuple[int, int]:
+    """(height, width) of one image, its channel axis found as `to_chw_tensor` finds it (nothing is converted)."""
     if PILImage is not None and isinstance(image, PILImage.Image):
-        if image.mode not in ("RGB", "L", "RGBA"):
-            # palette, CMYK, 16-bit, ...: let PIL decode them to RGB
-            image = image.convert("RGB")
-        array = np.asarray(image)
+        return image.height, image.width
+    shape = tuple(getattr(image, "shape", ()))
+    if len(shape) == 2:
+        return shape
+    if len(shape) != 3:
+        raise ValueError(f"`images` must have rank 2 (H, W) or 3 (HWC or CHW); got {_describe(image)}.")
+    last = _channels_last(shape, num_channels, input_data_format, "images", image)
+    return shape[:2] if last else shape[1:]
+
+
+def match_channels(tensor: torch.Tensor, num_channels: int | None, argument: str = "images") -> torch.Tensor:
+    """A (C, H, W) image with `num_channels` channels (None: as it is).
+
+    For a 3-channel (RGB) model, grey is replicated and alpha dropped (as PIL's `convert("RGB")`, which Detectron2
+    uses to read images); for a 1-channel model, alpha is dropped and RGB with three equal channels is taken as grey.
+    Any other mismatch raises.
+    """
+    channels = tensor.shape[0]
+    if num_channels is None or channels == num_channels:
+        return tensor
+    if num_channels == 3:
+        if channels in (1, 2):  # grey, grey + alpha
+            return tensor[:1].expand(3, -1, -1)
+        if channels == 4:  # RGB + alpha
+            return tensor[:3]
+    if num_channels == 1:
+        if channels == 2:
+            return tensor[:1]
+        if channels in (3, 4) and torch.equal(tensor[0], tensor[1]) and torch.equal(tensor[0], tensor[2]):
+            return tensor[:1]
+    hint = " convert it to grayscale first (e.g. PIL's convert('L'))." if num_channels == 1 else ""
+    raise ValueError(
+        f"`{argument}` has {channels} channels but the processor makes {num_channels}-channel inputs (its "
+        f"`num_channels`, or the number of values of `image_mean` / `image_std`);{hint or ' pass images with that many.'}"
+    )
+
+
+def to_chw_tensor(
+    image,
+    argument: str = "images",
+    *,
+    num_channels: int | None = 3,
+    input_data_format=None,
+    scaling: str = "range",
+) -> torch.Tensor:
+    """Convert one image to a (num_channels, H, W) tensor on the 0-255 scale: uint8, or float32 for deeper images.
+
+    PIL images of every mode go through `image_modes.pil_to_array`; uint16 (16-bit) and other non-uint8 integer
+    data are scaled to 0-255 by `scaling` (`image_modes.to_8bit_scale`), float data are taken as already on the
+    0-255 scale unless `scaling="minmax"`. Channels are matched to `num_channels` by `match_channels` (None keeps
+    the image's own).
+    """
+    from .image_modes import pil_to_array, to_8bit_scale
+
+    if PILImage is not None and isinstance(image, PILImage.Image):
+        array = pil_to_array(image)
         tensor = torch.from_numpy(array.copy())
         channels_last = tensor.ndim == 3
     else:
         if isinstance(image, np.ndarray):
-            if image.dtype == np.bool_ or not (np.issubdtype(image.dtype, np.floating) or image.dtype == np.uint8):
+            if not (image.dtype.kind == "f" or (image.dtype.kind == "u" and image.dtype.itemsize <= 2)):
                 raise ValueError(
-                    f"`{argument}` must have dtype uint8 or floating point; got a numpy array of dtype {image.dtype}."
+                    f"`{argument}` must have dtype uint8, uint16 or floating point; got a numpy array of dtype "
+                    f"{image.dtype}."
                 )
-            tensor = torch.from_numpy(np.ascontiguousarray(image))
+            tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=image.dtype.newbyteorder("=")))
         elif isinstance(image, torch.Tensor):
             tensor = image.detach()
         else:
@@ -91,21 +169,12 @@ def to_chw_tensor(image, argument: str = "images") -> torch.Tensor:
                 f"`{argument}` must hold PIL images, numpy arrays or torch tensors; got {_describe(image)}."
             )
         if tensor.dtype not in _ALLOWED_DTYPES:
-            raise ValueError(f"`{argument}` must have dtype uint8 or floating point; got {_describe(image)}.")
+            raise ValueError(f"`{argument}` must have dtype uint8, uint16 or floating point; got {_describe(image)}.")
         if tensor.ndim not in (2, 3):
             raise ValueError(f"`{argument}` must have rank 2 (H, W) or 3 (HWC or CHW); got {_describe(image)}.")
-        channels_last = False
-        if tensor.ndim == 3:
-            # Channel axis: first if it has 1, 3 or 4 entries, else last; the ambiguous case (both ends look like
-            # channels, e.g. a 3x4x3 image) follows transformers' rule of preferring channels-first.
-            if tensor.shape[0] in (1, 3, 4):
-                channels_last = False
-            elif tensor.shape[-1] in (1, 3, 4):
-                channels_last = True
-            else:
-                raise ValueError(
-                    f"`{argument}` must have 1, 3 or 4 channels on the first or last axis; got {_describe(image)}."
-                )
+        channels_last = tensor.ndim == 3 and _channels_last(
+            tuple(tensor.shape), num_channels, input_data_format, argument, image
+        )
     if tensor.ndim == 2:
         tensor = tensor.unsqueeze(0)
     elif channels_last:
@@ -114,15 +183,9 @@ def to_chw_tensor(image, argument: str = "images") -> torch.Tensor:
         raise ValueError(f"`{argument}` has a side of size 0; got {_describe(image)}. Expected height, width >= 1.")
     if tensor.is_floating_point() and not torch.isfinite(tensor).all():
         raise ValueError(f"`{argument}` contains NaN or infinite values ({_describe(image)}).")
-    channels = tensor.shape[0]
-    if channels == 1:
-        tensor = tensor.expand(3, -1, -1)
-    elif channels == 4:
-        tensor = tensor[:3]
-    elif channels != 3:  # pragma: no cover - excluded above
-        raise ValueError(f"`{argument}` must have 1, 3 or 4 channels; got {_describe(image)}.")
-    # keep an (H, W, C) memory layout if the input had one: torch's uint8 antialiased resize works channels-last
-    return tensor
+    tensor = match_channels(tensor, num_channels, argument)
+    # the values last: on the matched channels (alpha dropped before a min-max stretch)
+    return to_8bit_scale(tensor, scaling=scaling, argument=f"`{argument}`")
 
 
 def resized_hw(height: int, width: int, size: dict, size_divisor: int = 0, stretch_to_divisor: bool = False):

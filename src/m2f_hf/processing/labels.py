@@ -135,3 +135,58 @@ def encode_panoptic(
     masks = (id_map.unsqueeze(0) == ids.view(-1, 1, 1)).to(torch.float32)  # (N, H, W)
     _check_classes(classes, num_labels, index, "segments_info")
     return masks, classes
+
+
+def prepare_labels(segmentation_maps, instance_id_to_semantic_id, segments_info, image_sizes: list[tuple[int, int]]):
+    """Check and pair each image's label map with its mapping or `segments_info`: a list of (id map, mapping, info)
+    per image, or None without labels. Raises `ValueError` for missing, extra or mismatched labels."""
+    if segmentation_maps is None:
+        if segments_info is not None or instance_id_to_semantic_id is not None:
+            raise ValueError("`segments_info` / `instance_id_to_semantic_id` were given without `segmentation_maps`.")
+        return None
+    panoptic = segments_info is not None
+    if panoptic and instance_id_to_semantic_id is not None:
+        raise ValueError("pass either `segments_info` (COCO panoptic) or `instance_id_to_semantic_id`, not both.")
+    batch_size = len(image_sizes)
+    # a single map is (H, W), or (H, W, 3) for an RGB-encoded panoptic map; one more axis is a batch
+    single_rank = 3 if panoptic else 2
+    if isinstance(segmentation_maps, (list, tuple)):
+        maps = list(segmentation_maps)
+    elif isinstance(segmentation_maps, (np.ndarray, torch.Tensor)) and segmentation_maps.ndim == single_rank + 1:
+        maps = list(segmentation_maps)
+    else:
+        maps = [segmentation_maps]
+    infos = None
+    if panoptic:
+        if not isinstance(segments_info, (list, tuple)):
+            raise ValueError(f"`segments_info` must be a list; got {type(segments_info).__name__}.")
+        one_image = len(segments_info) == 0 or isinstance(segments_info[0], dict)
+        infos = [list(segments_info)] if one_image else [list(info) for info in segments_info]
+    if len(maps) != batch_size:
+        raise ValueError(f"got {batch_size} images but {len(maps)} segmentation maps; pass one map per image.")
+    if infos is not None and len(infos) != batch_size:
+        raise ValueError(f"got {batch_size} images but {len(infos)} segments_info lists; pass one per image.")
+    if isinstance(instance_id_to_semantic_id, dict):
+        mappings = [instance_id_to_semantic_id] * batch_size
+    elif instance_id_to_semantic_id is None:
+        mappings = [None] * batch_size
+    else:
+        mappings = list(instance_id_to_semantic_id)
+        if len(mappings) != batch_size:
+            raise ValueError(
+                f"got {batch_size} images but {len(mappings)} instance_id_to_semantic_id mappings; pass one "
+                "mapping, or one per image."
+            )
+    labels = []
+    for index, label_map in enumerate(maps):
+        tensor = label_map_to_tensor(label_map, index, panoptic=panoptic)
+        image_hw = tuple(image_sizes[index])
+        if tuple(tensor.shape) != image_hw:
+            raise ValueError(
+                f"segmentation_maps[{index}] has size {tuple(tensor.shape)} but its image has size {image_hw}; "
+                "a label map must have the size of its image."
+            )
+        if panoptic:
+            check_panoptic_ids(tensor, infos[index], index)
+        labels.append((tensor, mappings[index], infos[index] if panoptic else None))
+    return labels

@@ -10,19 +10,29 @@ it pads `pixel_values` and `pixel_mask` bottom/right to a common size (what pre-
 would do), and it accepts models registered with the Auto classes; every other model keeps transformers' behaviour.
 Post-processing learns each image's unpadded size from its original size (`target_size`) and the processor's
 resize rule, so the padding added here is cropped off again.
+
+For our processor the pipeline also reads images with `image_modes` instead of transformers' `load_image`, whose
+`convert("RGB")` turns 16-bit images white (`scaling="minmax"` stretches each image's range), and instance
+segmentation keeps only the model's thing classes (`config.thing_ids`) unless `keep_all_classes=True`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import collections.abc
+import os
 
+import numpy as np
 import torch
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import pad_collate_fn
 from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
+from .image_modes import check_scaling, load_image, load_image_bytes
 from .image_ops import pad_bottom_right, round_up
 
 _IMAGE_KEYS = ("pixel_values", "pixel_mask")
@@ -44,8 +54,99 @@ def _pad_images_collate(image_processor, default_collate):
     return collate
 
 
+def load_pipeline_image(image, *, timeout: float | None = None, scaling: str = "range") -> Image.Image:
+    """What the pipeline accepts (a local path, an http(s) URL, a base64 string, a PIL image) as a PIL image for
+    our processor, EXIF orientation applied: files through `image_modes.load_image`; a PIL image as it is (the
+    processor reads every mode, with float values on the 0-255 scale)."""
+    if isinstance(image, Image.Image):
+        return ImageOps.exif_transpose(image)
+    if not isinstance(image, str):
+        raise TypeError(
+            "`images` must be a local path, an http(s) URL, a base64 string or a PIL image; got "
+            f"{type(image).__name__}."
+        )
+    if image.startswith(("http://", "https://")):
+        import httpx
+
+        return load_image_bytes(httpx.get(image, timeout=timeout, follow_redirects=True).content, scaling=scaling)
+    if os.path.isfile(image):
+        return load_image(image, scaling=scaling)
+    encoded = image.split(",", 1)[1] if image.startswith("data:image/") else image
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ValueError(
+            f"`images` entry {image[:80]!r} is neither an existing file, an http(s) URL nor base64 image data."
+        ) from error
+    return load_image_bytes(data, scaling=scaling)
+
+
 class M2FImageSegmentationPipeline(ImageSegmentationPipeline):
-    """`ImageSegmentationPipeline` that batches images of different sizes for `M2FImageProcessor`."""
+    """`ImageSegmentationPipeline` that batches images of different sizes for `M2FImageProcessor`, reads every
+    image mode, and keeps only thing classes in instance segmentation.
+
+    Extra call arguments: `scaling` (`"range"` or `"minmax"`, for 16-bit and float images) and `keep_all_classes`
+    (instance segmentation: also return instances of the stuff classes).
+    """
+
+    def _sanitize_parameters(self, **kwargs):
+        preprocess_params, forward_params, postprocess_params = super()._sanitize_parameters(**kwargs)
+        if "scaling" in kwargs:
+            preprocess_params["scaling"] = check_scaling(kwargs["scaling"])
+        if "keep_all_classes" in kwargs:
+            postprocess_params["keep_all_classes"] = bool(kwargs["keep_all_classes"])
+        return preprocess_params, forward_params, postprocess_params
+
+    def _ours(self) -> bool:
+        from ..image_processing_m2f import M2FImageProcessor
+
+        return isinstance(self.image_processor, M2FImageProcessor)
+
+    def preprocess(self, image, subtask=None, timeout=None, scaling=None):
+        if not self._ours():
+            if scaling is not None:
+                raise ValueError("`scaling` needs the m2f_hf image processor (M2FImageProcessor).")
+            return super().preprocess(image, subtask=subtask, timeout=timeout)
+        scaling = scaling if scaling is not None else self.image_processor.scaling
+        image = load_pipeline_image(image, timeout=timeout, scaling=scaling)
+        # the processor scales PIL images as they come (for a file already scaled, that is the identity)
+        inputs = self.image_processor(images=[image], return_tensors="pt", scaling=scaling).to(self.dtype)
+        inputs["target_size"] = [(image.height, image.width)]
+        return inputs
+
+    def postprocess(
+        self,
+        model_outputs,
+        subtask=None,
+        threshold=0.9,
+        mask_threshold=0.5,
+        overlap_mask_area_threshold=0.5,
+        keep_all_classes=False,
+    ):
+        if subtask != "instance" or not self._ours():
+            return super().postprocess(
+                model_outputs,
+                subtask=subtask,
+                threshold=threshold,
+                mask_threshold=mask_threshold,
+                overlap_mask_area_threshold=overlap_mask_area_threshold,
+            )
+        thing_ids = None if keep_all_classes else getattr(self.model.config, "thing_ids", None)
+        result = self.image_processor.post_process_instance_segmentation(
+            model_outputs,
+            threshold=threshold,
+            mask_threshold=mask_threshold,
+            overlap_mask_area_threshold=overlap_mask_area_threshold,
+            target_sizes=model_outputs["target_size"],
+            thing_ids=thing_ids,
+        )[0]
+        segmentation = result["segmentation"].cpu().numpy()
+        annotations = []
+        for segment in result["segments_info"]:
+            mask = Image.fromarray(np.where(segmentation == segment["id"], 255, 0).astype(np.uint8), mode="L")
+            label = self.model.config.id2label[segment["label_id"]]
+            annotations.append({"score": segment["score"], "label": label, "mask": mask})
+        return annotations
 
     def check_model_type(self, supported_models):
         # transformers compares against its built-in class names only; a class registered with one of the Auto

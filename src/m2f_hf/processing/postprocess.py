@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers.utils import logging
@@ -318,18 +319,25 @@ def instance_inference(
     threshold: float,
     mask_threshold: float,
     overlap_mask_area_threshold: float,
+    thing_ids: frozenset[int] | None = None,
 ) -> tuple[torch.Tensor, list[dict], torch.Tensor]:
     """Instances of one image: (segmentation map, segments_info, full binary masks of the kept instances).
 
     As in Mask2Former (paper 4.1) the top-`num_queries` (query, class) pairs are candidates, a mask is the query's
     mask logits above `mask_threshold` (as a probability), and the score is class probability times the mean mask
     probability inside the mask. Instances are painted by decreasing score; one whose visible part is less than
-    `overlap_mask_area_threshold` of its mask is dropped.
+    `overlap_mask_area_threshold` of its mask is dropped. With `thing_ids`, candidates of other classes are dropped
+    after the top-k choice (the original's `instance_inference` for panoptic-trained models).
     """
     num_queries, num_classes = class_logits.shape[0], class_logits.shape[1] - 1
     class_probs = class_logits.softmax(-1)[:, :-1]
     top_scores, top_index = class_probs.flatten().topk(min(num_queries, class_probs.numel()), sorted=True)
     query_index, labels = top_index // num_classes, top_index % num_classes
+    if thing_ids is not None:
+        is_thing = torch.zeros(num_classes, dtype=torch.bool, device=labels.device)
+        is_thing[torch.tensor(sorted(thing_ids), dtype=torch.long, device=labels.device)] = True
+        keep = is_thing[labels]
+        top_scores, query_index, labels = top_scores[keep], query_index[keep], labels[keep]
     # the mean mask probability is at most 1, so a pair whose class probability misses the threshold cannot pass
     if threshold > 0:
         keep = top_scores >= threshold
@@ -423,10 +431,14 @@ def panoptic_inference(
     return segmentation, segments
 
 
-def binary_mask_to_rle(mask: torch.Tensor) -> list[int]:
-    """Run-length encoding of a binary (H, W) mask in transformers' format: 1-based [start, length, ...] pairs
-    over the row-major flattened mask."""
-    pixels = mask.flatten().to(torch.int8)
+def binary_mask_to_rle(mask) -> list[int]:
+    """Run-length encoding of a binary (H, W) mask (torch tensor or numpy array, bool, integer or float; non-zero
+    is inside) in transformers' format: 1-based [start, length, ...] pairs over the row-major flattened mask."""
+    if not isinstance(mask, torch.Tensor):
+        mask = torch.from_numpy(np.asarray(mask))
+    if mask.ndim != 2:
+        raise ValueError(f"`mask` must be a binary (height, width) mask; got shape {tuple(mask.shape)}.")
+    pixels = (mask.flatten() != 0).to(torch.int8)
     edges = torch.cat([pixels.new_zeros(1), pixels, pixels.new_zeros(1)])
     runs = torch.nonzero(edges[1:] != edges[:-1]).flatten() + 1
     runs[1::2] -= runs[::2].clone()
