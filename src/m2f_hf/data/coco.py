@@ -82,6 +82,8 @@ class CocoDataset:
         label_set: the classes (default: the file's `categories`); a validation file must use the training ids.
         panoptic_dir: panoptic only: the PNG folder (default: the JSON's path without `.json`).
         split: name used in messages.
+        decode_masks: instances only: False gives images with empty targets, for evaluation against the file
+            itself (`evaluation.coco_file`), which needs no decoded masks.
     """
 
     column_names = ("image_id",)
@@ -94,7 +96,9 @@ class CocoDataset:
         label_set: LabelSet | None = None,
         panoptic_dir: str | os.PathLike | None = None,
         split: str = "train",
+        decode_masks: bool = True,
     ) -> None:
+        self.decode_masks = decode_masks
         self.path = os.fspath(annotation_file)
         data = read_coco_json(self.path)
         self.panoptic = is_panoptic(data)
@@ -223,7 +227,7 @@ class CocoDataset:
         if self.panoptic:
             return self._panoptic(pixels, row["annotations"][0] if row["annotations"] else None, where)
         masks, classes, crowd = [], {}, {}
-        for annotation in row["annotations"]:
+        for annotation in row["annotations"] if self.decode_masks else []:
             masks.append(decode_segmentation(annotation["segmentation"], height, width, where))
             segment_id = len(masks)
             classes[segment_id] = self.lookup[int(annotation["category_id"])]
