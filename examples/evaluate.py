@@ -41,6 +41,7 @@ from m2f_hf.data import (
     resolve_label_set,
 )
 from m2f_hf.data.coco import CocoDataset
+from m2f_hf.data.objects import OBJECTS_COLUMN, ObjectsAdapter, ObjectsSplit, objects_label_set
 from m2f_hf.evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
 from m2f_hf.evaluation.coco_file import CocoFileEvaluator, category_mapping
 from m2f_hf.evaluation.predict import post_process_for_evaluation
@@ -81,8 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="instance task on a COCO JSON: also write the COCO results JSON (segm RLE, the dataset's category ids)",
     )
     args = p.parse_args(argv)
-    if args.predictions_file and not args.dataset_name.endswith(".json"):
-        p.error("--predictions_file needs --dataset_name a COCO instances JSON (its image and category ids).")
+    if args.predictions_file and args.task != "instance":
+        p.error("--predictions_file writes COCO instance results; it needs --task instance.")
     return args
 
 
@@ -155,20 +156,21 @@ def check_classes(model, label_set) -> None:
         )
 
 
-def coco_instance_evaluator(args, model, coco: CocoDataset) -> CocoFileEvaluator:
-    """AP against the COCO file itself, with the model's classes mapped to the file's category ids."""
+def coco_instance_evaluator(model, source, label_set) -> CocoFileEvaluator:
+    """AP against a COCO ground truth (the file itself, or one built from `objects` rows), with the model's classes
+    mapped to its category ids."""
     id2label = {int(k): v for k, v in model.config.id2label.items()}
-    with open(coco.path) as handle:
-        categories = json.load(handle)["categories"]
+    categories = [{"id": i, "name": n} for i, n in zip(label_set.dataset_ids, label_set.names)]
     mapping, missing = category_mapping(id2label, model.config.dataset_category_ids, categories)
     thing_ids = model.config.thing_ids
     missing = [index for index in missing if thing_ids is None or index in thing_ids]
+    name = getattr(source, "path", "the dataset")
     if missing:
-        print(f"warning: model classes {[id2label[i] for i in missing]} have no category in {coco.path}; dropped.")
-    absent = sorted({int(c["id"]) for c in categories} - set(mapping.values()))
+        print(f"warning: model classes {[id2label[i] for i in missing]} have no category in {name}; dropped.")
+    absent = sorted(set(label_set.dataset_ids) - set(mapping.values()))
     if absent:
-        print(f"warning: categories {absent} of {coco.path} are not among the model's classes; their AP is 0.")
-    return CocoFileEvaluator(coco.path, mapping, id2label)
+        print(f"warning: categories {absent} of {name} are not among the model's classes; their AP is 0.")
+    return CocoFileEvaluator(source.ground_truth, mapping, id2label)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -180,19 +182,29 @@ def main(argv: list[str] | None = None) -> dict:
 
     coco = None
     if args.dataset_name.endswith(".json"):
+        # Instances are scored against the file itself (pycocotools reads its masks): no masks to decode here.
         coco = CocoDataset(
-            args.dataset_name, image_dir=args.image_dir, panoptic_dir=args.panoptic_dir, split=args.split
+            args.dataset_name,
+            image_dir=args.image_dir,
+            panoptic_dir=args.panoptic_dir,
+            split=args.split,
+            decode_masks=False,
         )
         expected = "panoptic" if coco.panoptic else "instance"
         if args.task != expected:
             raise ValueError(f"--dataset_name {args.dataset_name} is a COCO {expected} file; use --task {expected}.")
         label_set = coco.label_set
         print(coco.summary())
-        if coco.panoptic and args.predictions_file:
-            raise ValueError("--predictions_file writes instance results; it needs a COCO instances JSON.")
         dataset = SegmentationDataset(coco, coco, resize, split=args.split, with_reference=True)
     else:
         split, local_dir = load_split(args)
+    if coco is None and args.task == "instance" and OBJECTS_COLUMN in split.column_names:
+        label_set = objects_label_set(split.features, OBJECTS_COLUMN, args.categories_file, local_dir)
+        image_column = args.image_column_name or "image"
+        coco = ObjectsSplit(split, ObjectsAdapter(label_set, image_column=image_column), args.split)
+        adapter = ObjectsAdapter(label_set, image_column=image_column, decode_masks=False)
+        dataset = SegmentationDataset(split, adapter, resize, split=args.split, with_reference=True)
+    elif coco is None:
         label_set = resolve_label_set(split.features, args.categories_file, local_dir)
         adapter = FormatAdapter.for_task(
             args.task,
@@ -204,8 +216,13 @@ def main(argv: list[str] | None = None) -> dict:
             do_reduce_labels=args.do_reduce_labels,
         )
         dataset = SegmentationDataset(split, adapter, resize, split=args.split, with_reference=True)
+    if args.predictions_file and (coco is None or coco.panoptic):
+        raise ValueError(
+            "--predictions_file needs instance data with COCO image and category ids: a COCO instances JSON or a "
+            "dataset with an 'objects' column."
+        )
     if coco is not None and not coco.panoptic:
-        evaluators = {"": coco_instance_evaluator(args, model, coco)}
+        evaluators = {"": coco_instance_evaluator(model, coco, label_set)}
         thing_ids = model.config.thing_ids
     else:
         check_classes(model, label_set)

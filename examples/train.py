@@ -35,6 +35,7 @@ from m2f_hf.data import (
     build_train_transform,
     resolve_label_set,
 )
+from m2f_hf.data.objects import OBJECTS_COLUMN, ObjectsAdapter, ObjectsSplit, objects_label_set
 from m2f_hf.image_processing_m2f import M2FImageProcessor
 
 logger = get_logger(__name__)
@@ -281,7 +282,7 @@ def build_evaluators(task: str, label_set, ignore_index: int, coco=None):
 
     id2label = label_set.id2label
     if coco is not None and not coco.panoptic:  # AP against the validation file itself, with its category ids
-        return {"": CocoFileEvaluator(coco.path, dict(enumerate(label_set.dataset_ids)), id2label)}
+        return {"": CocoFileEvaluator(coco.ground_truth, dict(enumerate(label_set.dataset_ids)), id2label)}
     if task == "semantic":
         return {"": SemanticEvaluator(id2label, ignore_index=ignore_index)}
     if task == "instance":
@@ -395,18 +396,28 @@ def main(argv: list[str] | None = None) -> dict:
         splits, local_dir = load_splits(args)
         if args.train_split_name not in splits:
             raise DataError(f"the dataset has no split {args.train_split_name!r} (splits: {list(splits)}).")
-        label_set = build_label_set(args, splits, local_dir)
-        train_adapter = eval_adapter = FormatAdapter.for_task(
-            args.task,
-            label_set,
-            image_column=args.image_column_name,
-            label_column=args.label_column_name,
-            segments_info_column=args.segments_info_column_name,
-            ignore_index=args.ignore_index,
-            do_reduce_labels=args.do_reduce_labels,
-        )
         train_rows = splits[args.train_split_name]
         eval_rows = splits.get(args.validation_split_name) if args.validation_split_name in splits else None
+        if args.task == "instance" and OBJECTS_COLUMN in train_rows.column_names:
+            # rows with an `objects` column: overlapping instances, scored by pycocotools like a COCO file
+            label_set = objects_label_set(train_rows.features, OBJECTS_COLUMN, args.categories_file, local_dir)
+            image_column = args.image_column_name or "image"
+            train_adapter = ObjectsAdapter(label_set, image_column=image_column)
+            if eval_rows is not None:
+                eval_adapter = ObjectsAdapter(label_set, image_column=image_column, decode_masks=False)
+                coco_validation = ObjectsSplit(eval_rows, train_adapter, args.validation_split_name)
+            logger.info(f"Reading the {OBJECTS_COLUMN!r} column as instances of {label_set.names[:10]}")
+        else:
+            label_set = build_label_set(args, splits, local_dir)
+            train_adapter = eval_adapter = FormatAdapter.for_task(
+                args.task,
+                label_set,
+                image_column=args.image_column_name,
+                label_column=args.label_column_name,
+                segments_info_column=args.segments_info_column_name,
+                ignore_index=args.ignore_index,
+                do_reduce_labels=args.do_reduce_labels,
+            )
     transform = build_train_transform(
         args.task, crop_size=args.crop_size, min_scale=args.min_scale, max_scale=args.max_scale
     )

@@ -121,6 +121,11 @@ class CocoDataset:
         self.annotations = self._check_annotations(data["annotations"])
         self.image_ids = [image["id"] for image in self.images]
 
+    @property
+    def ground_truth(self) -> str:
+        """What `evaluation.coco_file.CocoFileEvaluator` scores against: the file itself."""
+        return self.path
+
     # ------------------------------------------------------------------------------------------------ checks
     def _describe(self, image: Mapping) -> str:
         return f"{self.path}: image id {image['id']} ({image.get('file_name')!r})"
