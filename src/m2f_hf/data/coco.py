@@ -202,7 +202,7 @@ class CocoDataset:
     def summary(self) -> str:
         """One line for the log: images, annotations, and what was skipped."""
         kind = "panoptic annotations" if self.panoptic else "annotations"
-        text = f"{self.path}: {len(self.images)} images, {sum(map(len, self.annotations.values()))} {kind} entries"
+        text = f"{self.path}: {len(self.images)} images, {sum(map(len, self.annotations.values()))} {kind}"
         if self.skipped:
             text += "; " + ", ".join(f"{count} {what}" for what, count in self.skipped.items())
         return text
