@@ -114,3 +114,34 @@ def test_overlapping_instances_train(tmp_path):
     )  # fmt: skip
     log = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3] and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+
+
+def test_coco_panoptic_layout_trains_and_evaluates(tmp_path):
+    from coco_data import make_panoptic
+
+    from m2f_hf.testing import tiny_config
+
+    path = make_panoptic(tmp_path / "coco")
+    config = tmp_path / "tiny2.json"
+    tiny_config(num_labels=2).to_json_file(str(config))
+    output = tmp_path / "out"
+    images = str(tmp_path / "coco" / "train")
+    result = run(
+        [
+            sys.executable, SCRIPT, "--task", "panoptic", "--dataset_name", str(path), "--image_dir", images,
+            "--validation_annotation_file", str(path), "--validation_image_dir", images,
+            "--model_name_or_path", str(config), "--output_dir", str(output), "--max_train_steps", "2",
+            "--per_device_train_batch_size", "1", "--crop_size", "64", "--eval_size", "64",
+        ]
+    )  # fmt: skip
+    assert "step 2 evaluation: PQ " in result.stdout
+    saved = json.loads((output / "config.json").read_text())
+    assert saved["dataset_category_ids"] == [1, 5] and saved["thing_ids"] == [0]
+    run(
+        [
+            sys.executable, EVALUATE, "--model_name_or_path", str(output), "--dataset_name", str(path),
+            "--image_dir", images, "--task", "panoptic", "--output_file", str(tmp_path / "metrics.json"),
+        ]
+    )  # fmt: skip
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"PQ", "PQ_th", "PQ_st"} <= set(metrics) and metrics["num_images"] == 1
