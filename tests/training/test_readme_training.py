@@ -89,7 +89,7 @@ def test_readme_training_commands_as_written(tmp_path):
     blocks = readme_blocks()
     assert len(blocks) == 2
     results = run_commands(blocks[0], tmp_path)
-    pq = check_panoptic(results, tmp_path, PQ_FLOOR)
+    check_panoptic(results, tmp_path, PQ_FLOOR)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     print("README panoptic", {k: round(metrics[k], 1) for k in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st")})
 
