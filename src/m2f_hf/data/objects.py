@@ -17,7 +17,6 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import torch
 
 from .annotations import check_segmentation, decode_segmentation, stack_in_layers
 from .formats import DataError, LabelSet, Sample, find_class_label, load_categories_file
@@ -65,12 +64,16 @@ class ObjectsAdapter:
         decode_masks: bool = True,
     ):
         self.decode_masks = decode_masks
+        self.num_channels, self.scaling = 3, "range"  # how images are read (train.py sets the processor's)
         self.label_set = label_set
         self.lookup = label_set.lookup()
         self.image_column = image_column
         self.objects_column = objects_column
 
-    def check_columns(self, column_names, split: str) -> None:
+    def check_columns(self, column_names, split: str, features=None) -> None:
+        feature = (features or {}).get(self.image_column)
+        declared = getattr(feature, "dtype", None)  # an Array2D/3D of uint16 arrives as int64 (formats.decode_image)
+        self.image_storage_dtype = declared if declared in ("uint8", "uint16") else None
         missing = [c for c in (self.image_column, self.objects_column) if c not in column_names]
         if missing:
             raise DataError(
@@ -114,16 +117,12 @@ class ObjectsAdapter:
         return checked
 
     def __call__(self, row: Mapping, where: str) -> Sample:
-        from ..processing.image_ops import to_chw_tensor
+        from .formats import decode_image
 
-        image = row[self.image_column]
-        if image is None:
-            raise DataError(f"{where}: column {self.image_column!r} is None; expected an image.")
-        if hasattr(image, "convert"):
-            image = image.convert("RGB")
-        pixels = to_chw_tensor(np.array(image), where)
-        if pixels.dtype != torch.uint8:
-            pixels = pixels.clamp(0, 255).round().to(torch.uint8)
+        where_image = f"{where}: column {self.image_column!r}"
+        pixels = decode_image(
+            row[self.image_column], where_image, num_channels=self.num_channels, scaling=self.scaling
+        )
         height, width = pixels.shape[-2:]
         objects = self.objects(row, height, width, where) if self.decode_masks else []
         masks = [
