@@ -1,6 +1,6 @@
 """Training data: dataset formats and adapters, augmentations, collate, and a synthetic dataset generator."""
 
-from .dataset import Collator, SegmentationDataset, encode_targets
+from .dataset import TARGET_IGNORE_INDEX, Collator, SegmentationDataset, encode_target_map, encode_targets
 from .formats import (
     DEFAULT_COLUMNS,
     TASKS,
@@ -26,6 +26,7 @@ __all__ = [
     "TASKS",
     "Collator",
     "DataError",
+    "TARGET_IGNORE_INDEX",
     "FormatAdapter",
     "LabelSet",
     "LargeScaleJitter",
@@ -35,6 +36,7 @@ __all__ = [
     "SegmentationDataset",
     "SemanticAugment",
     "build_train_transform",
+    "encode_target_map",
     "encode_targets",
     "find_class_label",
     "load_categories_file",
