@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 # Elements of the (layers, pairs, points, 4) corner tensors built at once when reading matched pairs.
-_CHUNK_ELEMENTS = 1 << 22
+_CHUNK_ELEMENTS = 1 << 20
 
 
 @dataclass(frozen=True)
