@@ -223,3 +223,26 @@ def test_layered_targets_give_the_dense_loss():
         results.append(out.loss_dict)
     for key in results[0]:
         torch.testing.assert_close(results[1][key], results[0][key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_instance_ap_reads_the_layers_of_overlapping_references():
+    from m2f_hf.evaluation import InstanceEvaluator
+
+    sample = layered_sample()
+    reference = reference_from_sample(sample)
+    masks, classes = encode_targets(sample)  # the three full (overlapping) instances
+    prediction = {
+        "segmentation": masks.long(),
+        "segments_info": [{"id": i + 1, "label_id": int(c), "score": 0.9} for i, c in enumerate(classes)],
+    }
+    id2label = {0: "a", 1: "b", 2: "c"}
+    layered = InstanceEvaluator(id2label, thing_ids=[0, 1, 2])
+    layered.process([prediction], [reference])
+    assert layered.evaluate()["AP"] == pytest.approx(100.0)
+    # Read flat, the later instance has lost its overlaps (IoU 240 / 440): the perfect prediction no longer scores 100.
+    flat = InstanceEvaluator(id2label, thing_ids=[0, 1, 2])
+    flat.process([prediction], [{k: v for k, v in reference.items() if k != "segmentation_layers"}])
+    assert flat.evaluate()["AP"] < 90
+    with pytest.raises(ValueError, match=r"segmentation_layers.*expected \(layers, 40, 48\)"):
+        bad = InstanceEvaluator(id2label, thing_ids=[0, 1, 2])
+        bad.process([prediction], [{**reference, "segmentation_layers": sample.segments[:, :20]}])
