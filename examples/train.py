@@ -37,6 +37,7 @@ from m2f_hf.data import (
     training_channels,
 )
 from m2f_hf.image_processing_m2f import M2FImageProcessor
+from m2f_hf.matcher import unmatched_targets
 
 logger = get_logger(__name__)
 
@@ -425,6 +426,9 @@ def main(argv: list[str] | None = None) -> dict:
     progress = tqdm(total=args.max_train_steps, initial=completed_steps, disable=not accelerator.is_local_main_process)
     model.train()
     running, running_count, metrics = 0.0, 0, {}
+    # Targets of crowded images beyond the model's queries get no loss (see m2f_hf.loss); counted per logged step.
+    num_queries = accelerator.unwrap_model(model).config.num_queries
+    running_targets = torch.zeros(2, dtype=torch.long, device=accelerator.device)  # (unmatched, all) targets
     start = time.time()
     for epoch in range(start_epoch, num_epochs):
         train_dataset.set_epoch(epoch)
@@ -448,6 +452,8 @@ def main(argv: list[str] | None = None) -> dict:
                 optimizer.zero_grad()
             running += accelerator.reduce(loss.detach(), reduction="mean").item()
             running_count += 1
+            counts = [sum(unmatched_targets(batch["class_labels"], num_queries)), sum(map(len, batch["class_labels"]))]
+            running_targets += accelerator.reduce(torch.tensor(counts, device=accelerator.device), reduction="sum")
             if not accelerator.sync_gradients:
                 continue
             completed_steps += 1
@@ -457,7 +463,9 @@ def main(argv: list[str] | None = None) -> dict:
             record = None
             if completed_steps % args.logging_steps == 0 or completed_steps == args.max_train_steps:
                 record = {"step": completed_steps, "epoch": epoch, "loss": running / running_count, "lr": lr}
+                record["unmatched_targets"], record["targets"] = running_targets.tolist()
                 running, running_count = 0.0, 0
+                running_targets.zero_()
             if eval_dataloader is not None and (
                 completed_steps % args.eval_steps == 0 or completed_steps == args.max_train_steps
             ):
