@@ -129,7 +129,7 @@ def test_tensorrt_engine_matches_pytorch(tensorrt_export):
     tensorrt = pytest.importorskip("tensorrt")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    from m2f_hf.export.tensorrt_check import run_tensorrt
+    from m2f_hf.export.tensorrt_engine import run_tensorrt
 
     model, folder = tensorrt_export
     pixel_values = torch.randn(2, 3, 128, 192)
