@@ -3,6 +3,12 @@ model, 20-50 s on a busy 2-core machine), then read by every test that needs it.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import shlex
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -44,12 +50,36 @@ def tensorrt_export(tmp_path_factory):
     return model, folder
 
 
+README_SECTION = "### Deploying with ONNX Runtime or TensorRT"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_commands(outputs: Path) -> list[list[str]]:
+    """The README's deployment commands, split, with `outputs/` moved to `outputs` (run from the repository root)."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text[text.index(README_SECTION) :], re.S).group(1)
+    lines = [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+    return [shlex.split(line.replace("outputs/", f"{outputs}/")) for line in lines]
+
+
+@contextlib.contextmanager
+def in_repository_root():
+    previous = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 @pytest.fixture(scope="session")
 def default_export(tmp_path_factory):
-    """The bundled model exported by `m2f-export`'s main() (validation on), and the command's exit status."""
+    """The bundled model exported by the README's `m2f-export` command through its main() (validation on): the exit
+    status, the folder it wrote, and the README's commands (outputs in a temporary folder)."""
     from m2f_hf.export.cli import main
-    from m2f_hf.resources import default_model_path
 
-    folder = tmp_path_factory.mktemp("onnx_default")
-    status = main(["--model", str(default_model_path()), "--output", str(folder)])
-    return status, folder
+    commands = readme_commands(tmp_path_factory.mktemp("readme_outputs"))
+    assert commands[0][0] == "m2f-export" and commands[0][-2] == "--output"
+    with in_repository_root():
+        status = main(commands[0][1:])
+    return status, Path(commands[0][-1]), commands

@@ -160,3 +160,24 @@ def test_full_size_parity(tmp_path, backbone):
     session = make_session(tmp_path / "model.onnx")
     for comparison in compare_with_pytorch(session, model, [(2, 3, 256, 384), (2, 3, 320, 224)]):
         assert comparison.worst <= PARITY_TOLERANCE, comparison
+
+
+@pytest.mark.slow  # one more whole-model trace (about 30 s on 2 cores)
+def test_a_transformers_native_checkpoint_exports_and_matches_transformers(tmp_path):
+    from transformers import Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor
+
+    from m2f_hf.export import M2FOnnxModel
+    from m2f_hf.testing import tiny_transformers_config
+
+    torch.manual_seed(0)
+    reference = Mask2FormerForUniversalSegmentation(tiny_transformers_config()).eval()
+    reference.save_pretrained(tmp_path / "native")
+    Mask2FormerImageProcessor().save_pretrained(tmp_path / "native")
+    export_onnx(str(tmp_path / "native"), tmp_path / "onnx")
+    exported = M2FOnnxModel.from_pretrained(tmp_path / "onnx")
+    pixel_values = torch.randn(2, 3, 96, 128)
+    with torch.inference_mode():
+        expected = reference(pixel_values=pixel_values)
+    outputs = exported(pixel_values=pixel_values)
+    assert (outputs.class_queries_logits - expected.class_queries_logits).abs().max() <= PARITY_TOLERANCE
+    assert (outputs.masks_queries_logits - expected.masks_queries_logits).abs().max() <= PARITY_TOLERANCE

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -25,13 +26,13 @@ def pytorch_default():
 
 @pytest.fixture(scope="module")
 def onnx_default(default_export):
-    status, folder = default_export
+    status, folder, _ = default_export
     assert status == 0
     return M2FOnnxModel.from_pretrained(folder, num_threads=torch.get_num_threads())
 
 
 def test_m2f_export_main_writes_the_folder(default_export, pytorch_default):
-    status, folder = default_export
+    status, folder, _ = default_export
     assert status == 0
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.onnx", "preprocessor_config.json"]
     config = json.loads((folder / "config.json").read_text())
@@ -85,24 +86,25 @@ def test_pipeline_with_the_onnx_model(onnx_default, pytorch_default, caplog):
         assert np.array_equal(np.array(result["mask"]), np.array(reference["mask"]))
 
 
-def test_m2f_segment_on_an_exported_folder(default_export, tmp_path):
+def test_the_readme_m2f_segment_command_on_the_exported_folder(default_export, tmp_path, monkeypatch):
     from m2f_hf.cli import main
 
-    _, folder = default_export
-    example = str(example_images()[0])
-    assert main([example, "--model", str(folder), "--output", str(tmp_path / "onnx")]) == 0
-    assert main([example, "--output", str(tmp_path / "torch")]) == 0
-    ours = json.loads((tmp_path / "onnx" / "shapes_1.json").read_text())
+    _, folder, commands = default_export
+    assert commands[1][:2] == ["m2f-segment", "--example"] and commands[1][3] == str(folder)
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # as the README runs it, from the repository root
+    assert main(commands[1][1:]) == 0
+    assert main(["--example", "--output", str(tmp_path / "torch")]) == 0
+    ours = json.loads((Path(commands[1][-1]) / "shapes_1.json").read_text())
     reference = json.loads((tmp_path / "torch" / "shapes_1.json").read_text())
     assert ours["model"] == str(folder)
     assert ours["segments"] == reference["segments"] and len(ours["segments"]) >= 3
-    assert (tmp_path / "onnx" / "shapes_1.png").is_file()
+    assert (Path(commands[1][-1]) / "shapes_1.png").is_file()
 
 
 def test_loading_an_exported_folder(default_export):
     from m2f_hf.inference.loading import load_segmentation_model
 
-    _, folder = default_export
+    _, folder, _ = default_export
     loaded = load_segmentation_model(str(folder), device="cpu")
     assert isinstance(loaded.model, M2FOnnxModel)
     assert loaded.device == torch.device("cpu") and loaded.thing_ids == [0, 1, 2]
@@ -136,7 +138,7 @@ def test_not_an_exported_folder(tmp_path):
 def test_int8_quantisation_runs_and_stays_close(default_export, pytorch_default, tmp_path):
     import shutil
 
-    _, folder = default_export
+    _, folder, _ = default_export
     for name in ("config.json", "preprocessor_config.json"):
         shutil.copy(folder / name, tmp_path / name)
     quantize_int8(folder / "model.onnx", tmp_path / "model.onnx")
