@@ -7,7 +7,8 @@
 # and local sampling locations) -> a training step at 1024x1024 against transformers: memory per image (issue 4; the
 # paper reports about 6 GB), time, and a profile of one step -> end-to-end inference against transformers -> the
 # kernel's scalar variant on the benchmark cases -> m2f-segment on a folder (batches, workers, COCO results) on the
-# GPU -> the ops package's CPU-side tests with a GPU present.
+# GPU -> the ops package's CPU-side tests with a GPU present -> the web demo on the GPU -> ONNX: onnxruntime's CUDA
+# provider and TensorRT engines (plugin graph) on exported files against PyTorch, and the export package's cuda tests.
 # Every step runs under its own time limit inside an overall budget (< 9 minutes), a failing step does not stop the
 # following ones. OUTPUT_DIR receives three files: summary.json (each step's status and duration, the test counts
 # and the benchmark figures), gpu_check.log (every step's log, in order) and tests.xml (the cuda tests, JUnit).

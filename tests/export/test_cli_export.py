@@ -41,3 +41,18 @@ def test_cli_choices_are_the_library_ones():
     assert cli.PLUGINS == translations.PLUGINS
     assert cli.DTYPES == onnx_export.DTYPES
     assert (cli.DEFAULT_OPSET, cli.MIN_OPSET) == (onnx_export.DEFAULT_OPSET, onnx_export.MIN_OPSET)
+
+
+def test_option_errors_answer_before_heavy_imports(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
+    command = [sys.executable, "-X", "importtime", "-m", "m2f_hf.export", "--model", "x", "--output", str(tmp_path)]
+    result = subprocess.run(command + ["--opset", "3"], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == cli.EXIT_FATAL
+    assert "m2f-export: error: --opset 3 is too old" in result.stderr
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "m2f_hf.export.cli" in imported and not {"torch", "transformers", "onnx"} & imported

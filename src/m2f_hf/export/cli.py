@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_args(args)
+        import m2f_hf
+
+        m2f_hf.load_api()  # deferred while the command parsed its options (m2f_hf._startup)
         from .onnx_export import ExportError, export_onnx
 
         try:

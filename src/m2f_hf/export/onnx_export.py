@@ -113,14 +113,11 @@ def _dynamic_shapes(stride: int) -> dict:
 
 
 def _trace_to_onnx(model, path: Path, *, opset: int, deform_attn_plugin: str | None) -> None:
-    import warnings
-
     stride = max(model.model.backbone.strides)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*(does not support|will be removed|deprecated).*")
+        with torch.no_grad():
             program = torch.onnx.export(
                 _LogitsOnly(model).eval(),
                 (_example_input(model),),
