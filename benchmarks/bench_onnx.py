@@ -4,7 +4,7 @@
                                     [--repeats 7] [--threads 2] [--quality-images 100] [--skip-speed]
 
 Speed: a full-size model with random weights (133 classes), exported once with `m2f_hf.export.export_onnx` and
-quantised with `quantize_int8`; PyTorch fp32 eager (the reference), onnxruntime fp32 and onnxruntime int8 run
+quantised with `quantize_onnx_int8`; PyTorch fp32 eager (the reference), onnxruntime fp32 and onnxruntime int8 run
 interleaved on the same input with `--threads` threads each; the median of `--repeats` runs after a warm-up.
 Quality: the bundled default model's held-out set (docs/default_model.md: the validation split of seed 1, 128 x 128,
 first `--quality-images` images): PQ (stuff fused, score threshold 0.8, as examples/evaluate.py), the semantic
@@ -52,7 +52,7 @@ def _median_seconds(run, repeats: int) -> float:
 
 
 def measure_speed(args, work: Path) -> dict:
-    from m2f_hf.export import M2FOnnxModel, export_onnx, quantize_int8
+    from m2f_hf.export import M2FOnnxModel, export_onnx, quantize_onnx_int8
 
     model = full_size_model(args.backbone)
     start = time.perf_counter()
@@ -61,7 +61,7 @@ def measure_speed(args, work: Path) -> dict:
     (work / "int8").mkdir()
     for name in ("config.json", "preprocessor_config.json"):
         (work / "int8" / name).write_bytes((work / "fp32" / name).read_bytes())
-    quantize_int8(work / "fp32" / "model.onnx", work / "int8" / "model.onnx")
+    quantize_onnx_int8(work / "fp32" / "model.onnx", work / "int8" / "model.onnx")
     runtimes = {name: M2FOnnxModel.from_pretrained(work / name, num_threads=args.threads) for name in ("fp32", "int8")}
     pixel_values = torch.randn(args.batch, 3, args.height, args.width)
     with torch.inference_mode():
@@ -140,7 +140,7 @@ def measure_quality(model, processor, samples, thing_ids: list[int]) -> dict[str
 def measure_default_model_quality(args, work: Path) -> dict:
     from m2f_hf import M2FForUniversalSegmentation, M2FImageProcessor
     from m2f_hf.data.synthetic import categories
-    from m2f_hf.export import M2FOnnxModel, export_onnx, quantize_int8
+    from m2f_hf.export import M2FOnnxModel, export_onnx, quantize_onnx_int8
     from m2f_hf.resources import default_model_path
 
     path = default_model_path()
@@ -150,7 +150,7 @@ def measure_default_model_quality(args, work: Path) -> dict:
     (work / "default_int8").mkdir()
     for name in ("config.json", "preprocessor_config.json"):
         (work / "default_int8" / name).write_bytes((work / "default_fp32" / name).read_bytes())
-    quantize_int8(work / "default_fp32" / "model.onnx", work / "default_int8" / "model.onnx")
+    quantize_onnx_int8(work / "default_fp32" / "model.onnx", work / "default_int8" / "model.onnx")
     things = [c["id"] - 1 for c in categories("panoptic") if c["isthing"]]
     samples = held_out_samples(args.quality_images)
     results = {"images": len(samples), "pytorch_fp32": measure_quality(model, processor, samples, things)}

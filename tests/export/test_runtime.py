@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from m2f_hf import M2FForUniversalSegmentation, M2FForUniversalSegmentationOutput, M2FImageProcessor
-from m2f_hf.export import M2FOnnxModel, OnnxModelError, quantize_int8
+from m2f_hf.export import M2FOnnxModel, OnnxModelError, quantize_onnx_int8
 from m2f_hf.export.validate import node_domains
 from m2f_hf.resources import default_model_path, example_images
 
@@ -141,7 +141,7 @@ def test_int8_quantisation_runs_and_stays_close(default_export, pytorch_default,
     _, folder, _ = default_export
     for name in ("config.json", "preprocessor_config.json"):
         shutil.copy(folder / name, tmp_path / name)
-    quantize_int8(folder / "model.onnx", tmp_path / "model.onnx")
+    quantize_onnx_int8(folder / "model.onnx", tmp_path / "model.onnx")
     types = node_domains(tmp_path / "model.onnx")[""]
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= types
     proto = onnx.load(str(tmp_path / "model.onnx"))

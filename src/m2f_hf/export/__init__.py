@@ -15,7 +15,7 @@ _EXPORTS = {
     "M2FOnnxModel": "runtime",
     "OnnxModelError": "runtime",
     "find_onnx_model": "runtime",
-    "quantize_int8": "quantize",
+    "quantize_onnx_int8": "quantize",
     "validate_export": "validate",
 }
 

@@ -193,9 +193,9 @@ def export_onnx(
         float_path = Path(scratch) / ONNX_FILE if dtype == "int8" else path
         _trace_to_onnx(model, float_path, opset=opset, deform_attn_plugin=deform_attn_plugin)
         if dtype == "int8":
-            from .quantize import quantize_int8
+            from .quantize import quantize_onnx_int8
 
-            quantize_int8(float_path, path)
+            quantize_onnx_int8(float_path, path)
     stride = max(model.model.backbone.strides)
     _write_metadata(
         path,

@@ -14,7 +14,7 @@ from pathlib import Path
 QUANTIZED_OPS = ("MatMul", "Gemm")
 
 
-def quantize_int8(float_path, output_path, *, per_channel: bool = True) -> Path:
+def quantize_onnx_int8(float_path, output_path, *, per_channel: bool = True) -> Path:
     """Write the dynamic int8 quantisation of the graph at `float_path` to `output_path`; returns `output_path`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
