@@ -221,6 +221,9 @@ def main(argv: list[str] | None = None) -> dict:
             scaling=processor.scaling,
         )
         dataset = SegmentationDataset(split, adapter, resize, split=args.split, with_reference=True)
+    # images are read as the processor reads them at inference: its channels, its 16-bit scaling
+    dataset.adapter.num_channels = training_channels(processor, model.config)
+    dataset.adapter.scaling = processor.scaling
     if args.predictions_file and (coco is None or coco.panoptic):
         raise ValueError(
             "--predictions_file needs instance data with COCO image and category ids: a COCO instances JSON or a "

@@ -38,6 +38,7 @@ from m2f_hf.data import (
 )
 from m2f_hf.data.objects import OBJECTS_COLUMN, ObjectsAdapter, ObjectsSplit, objects_label_set
 from m2f_hf.image_processing_m2f import M2FImageProcessor
+from m2f_hf.matcher import unmatched_targets
 
 logger = get_logger(__name__)
 
@@ -398,7 +399,7 @@ def main(argv: list[str] | None = None) -> dict:
         os.makedirs(args.output_dir, exist_ok=True)
     set_seed(args.seed)
 
-    coco_train = coco_validation = None
+    coco_train = coco_validation = eval_adapter = None
     if args.dataset_name.endswith(".json"):
         coco_train, coco_validation, label_set = load_coco(args, logger)
         train_rows, train_adapter = coco_train, coco_train
@@ -439,8 +440,10 @@ def main(argv: list[str] | None = None) -> dict:
     model = load_model(args, label_set, logger)
     processor = load_processor(args, label_set, model.config.num_channels)
     # the images are read as the processor reads them at inference: its channels, its 16-bit scaling
-    for adapter in {id(a): a for a in (train_adapter, eval_adapter) if a is not None}.values():
-        adapter.num_channels, adapter.scaling = training_channels(processor, model.config), processor.scaling
+    channels = training_channels(processor, model.config)
+    for reader in (train_adapter, eval_adapter):
+        if reader is not None:
+            reader.num_channels, reader.scaling = channels, processor.scaling
     collate = Collator.from_image_processor(processor, pad_size=args.crop_size)
     train_dataloader = DataLoader(
         train_dataset,
@@ -501,6 +504,9 @@ def main(argv: list[str] | None = None) -> dict:
     progress = tqdm(total=args.max_train_steps, initial=completed_steps, disable=not accelerator.is_local_main_process)
     model.train()
     running, running_count, metrics = 0.0, 0, {}
+    # Targets of crowded images beyond the model's queries get no loss (see m2f_hf.loss); counted per logged step.
+    num_queries = accelerator.unwrap_model(model).config.num_queries
+    running_targets = torch.zeros(2, dtype=torch.long, device=accelerator.device)  # (unmatched, all) targets
     start = time.time()
     for epoch in range(start_epoch, num_epochs):
         train_dataset.set_epoch(epoch)
@@ -524,6 +530,8 @@ def main(argv: list[str] | None = None) -> dict:
                 optimizer.zero_grad()
             running += accelerator.reduce(loss.detach(), reduction="mean").item()
             running_count += 1
+            counts = [sum(unmatched_targets(batch["class_labels"], num_queries)), sum(map(len, batch["class_labels"]))]
+            running_targets += accelerator.reduce(torch.tensor(counts, device=accelerator.device), reduction="sum")
             if not accelerator.sync_gradients:
                 continue
             completed_steps += 1
@@ -533,7 +541,9 @@ def main(argv: list[str] | None = None) -> dict:
             record = None
             if completed_steps % args.logging_steps == 0 or completed_steps == args.max_train_steps:
                 record = {"step": completed_steps, "epoch": epoch, "loss": running / running_count, "lr": lr}
+                record["unmatched_targets"], record["targets"] = running_targets.tolist()
                 running, running_count = 0.0, 0
+                running_targets.zero_()
             if eval_dataloader is not None and (
                 (args.eval_steps and completed_steps % args.eval_steps == 0) or completed_steps == args.max_train_steps
             ):

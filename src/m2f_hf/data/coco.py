@@ -87,6 +87,9 @@ class CocoDataset:
     """
 
     column_names = ("image_id",)
+    # how image files are read (set by train.py / evaluate.py from the processor and the model, as FormatAdapter's)
+    num_channels: int = 3
+    scaling: str = "range"
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .annotations import check_segmentation, decode_segmentation, stack_in_layers
-from .formats import DataError, LabelSet, Sample, find_class_label, load_categories_file
+from .formats import DataError, LabelSet, Sample, decode_image, find_class_label, load_categories_file
 
 OBJECTS_COLUMN = "objects"
 CATEGORY_KEYS = ("category", "category_id", "label")
@@ -117,8 +117,6 @@ class ObjectsAdapter:
         return checked
 
     def __call__(self, row: Mapping, where: str) -> Sample:
-        from .formats import decode_image
-
         where_image = f"{where}: column {self.image_column!r}"
         pixels = decode_image(
             row[self.image_column], where_image, num_channels=self.num_channels, scaling=self.scaling
