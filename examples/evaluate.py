@@ -34,6 +34,7 @@ from m2f_hf.data import (
     ResizeShortestEdge,
     SegmentationDataset,
     resolve_label_set,
+    training_channels,
 )
 from m2f_hf.evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
 from m2f_hf.image_processing_m2f import M2FImageProcessor
@@ -175,6 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
         segments_info_column=args.segments_info_column_name,
         ignore_index=args.ignore_index,
         do_reduce_labels=args.do_reduce_labels,
+        num_channels=training_channels(processor, model.config),
+        scaling=processor.scaling,
     )
     dataset = SegmentationDataset(
         split, adapter, ResizeShortestEdge(size=eval_size), split=args.split, with_reference=True

@@ -34,6 +34,7 @@ from m2f_hf.data import (
     SegmentationDataset,
     build_train_transform,
     resolve_label_set,
+    training_channels,
 )
 from m2f_hf.image_processing_m2f import M2FImageProcessor
 from m2f_hf.matcher import unmatched_targets
@@ -168,7 +169,7 @@ def load_model(args, label_set, log):
     return model
 
 
-def load_processor(args, label_set):
+def load_processor(args, label_set, num_channels: int = 3):
     processor = None
     # A config JSON holds model settings, not processor ones: from_pretrained would read it as a processor with
     # the default 800-pixel size (and every model key as an attribute), so a new model gets a new processor.
@@ -179,7 +180,17 @@ def load_processor(args, label_set):
             pass
     if processor is None:
         eval_size = args.eval_size or min(args.crop_size)
-        processor = M2FImageProcessor(size={"shortest_edge": eval_size}, ignore_index=args.ignore_index)
+        settings = {}
+        if num_channels != 3:
+            # ImageNet's statistics are per RGB channel; other bands get their average until the dataset's own are
+            # given (a checkpoint folder whose preprocessor_config.json has one image_mean / image_std per channel)
+            settings = {"num_channels": num_channels, "image_mean": 0.449, "image_std": 0.226}
+            logger.warning(
+                f"The model takes {num_channels}-channel images: normalising every channel with mean 0.449 and std "
+                "0.226 (of values scaled to 0-1). For the dataset's own statistics pass a checkpoint folder whose "
+                "preprocessor_config.json has one image_mean / image_std value per channel."
+            )
+        processor = M2FImageProcessor(size={"shortest_edge": eval_size}, ignore_index=args.ignore_index, **settings)
     processor.num_labels = len(label_set.names)
     processor.ignore_index = args.ignore_index
     return processor
@@ -351,7 +362,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     model = load_model(args, label_set, logger)
-    processor = load_processor(args, label_set)
+    processor = load_processor(args, label_set, model.config.num_channels)
+    # the images are read as the processor reads them at inference: its channels, its 16-bit scaling
+    adapter.num_channels, adapter.scaling = training_channels(processor, model.config), processor.scaling
     collate = Collator.from_image_processor(processor, pad_size=args.crop_size)
     train_dataloader = DataLoader(
         train_dataset,

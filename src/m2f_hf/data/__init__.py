@@ -8,10 +8,12 @@ from .formats import (
     FormatAdapter,
     LabelSet,
     Sample,
+    decode_image,
     find_class_label,
     load_categories_file,
     reference_from_sample,
     resolve_label_set,
+    training_channels,
 )
 from .transforms import (
     LargeScaleJitter,
@@ -36,10 +38,12 @@ __all__ = [
     "SegmentationDataset",
     "SemanticAugment",
     "build_train_transform",
+    "decode_image",
     "encode_target_map",
     "encode_targets",
     "find_class_label",
     "load_categories_file",
     "reference_from_sample",
     "resolve_label_set",
+    "training_channels",
 ]

@@ -86,7 +86,7 @@ class SegmentationDataset(Dataset):
     ) -> None:
         if len(dataset) == 0:
             raise DataError(f"the {split} split is empty; expected at least one sample.")
-        adapter.check_columns(dataset.column_names, split)
+        adapter.check_columns(dataset.column_names, split, getattr(dataset, "features", None))
         self.dataset = dataset
         self.adapter = adapter
         self.transform = transform

@@ -106,6 +106,8 @@ class PhotometricDistortion:
     def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         from torchvision.transforms.v2 import functional as TF
 
+        dtype = image.dtype
+        colour = image.shape[0] == 3  # saturation and hue exist for RGB only
         image = image.float()
         if _coin(generator):
             image = image + _uniform(generator, -self.brightness_delta, self.brightness_delta)
@@ -113,19 +115,26 @@ class PhotometricDistortion:
 
         def contrast(x):
             if _coin(generator):
-                x = TF.adjust_contrast(x.clamp(0, 255) / 255, _uniform(generator, *self.contrast_range)) * 255
+                factor = _uniform(generator, *self.contrast_range)
+                if colour:
+                    x = TF.adjust_contrast(x.clamp(0, 255) / 255, factor) * 255
+                else:  # towards the image's mean, as adjust_contrast does with RGB's grey mean
+                    x = x.clamp(0, 255)
+                    x = (x - x.mean()) * factor + x.mean()
             return x
 
         if contrast_first:
             image = contrast(image)
-        if _coin(generator):
+        if _coin(generator) and colour:
             image = TF.adjust_saturation(image.clamp(0, 255) / 255, _uniform(generator, *self.saturation_range)) * 255
-        if _coin(generator):
+        if _coin(generator) and colour:
             hue = _uniform(generator, -self.hue_delta, self.hue_delta) / 360.0
             image = TF.adjust_hue(image.clamp(0, 255) / 255, hue) * 255
         if not contrast_first:
             image = contrast(image)
-        return image.clamp(0, 255).round().to(torch.uint8)
+        image = image.clamp(0, 255)
+        # 8-bit images stay 8-bit; deeper ones (16-bit, float, on the 0-255 scale) keep their precision
+        return image.round().to(torch.uint8) if dtype == torch.uint8 else image
 
 
 class SemanticAugment:
