@@ -129,16 +129,6 @@ def _check_pixel_values(pixel_values: torch.Tensor, num_channels: int, min_size:
         )
 
 
-def _is_transformers_native(name_or_path, kwargs: dict) -> bool:
-    """Whether `name_or_path` holds a transformers `Mask2FormerConfig` (read from its config.json only)."""
-    hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
-    try:
-        config_dict, _ = PretrainedConfig.get_config_dict(str(name_or_path), **hub_kwargs)
-    except OSError:
-        return False  # let from_pretrained raise its usual error
-    return config_dict.get("model_type") == "mask2former"
-
-
 def _refuse_exported_folder(name_or_path) -> None:
     """An `m2f-export` folder (model.onnx, no PyTorch weights) gets a clear error instead of "no weights found"."""
     folder = os.path.expanduser(str(name_or_path))
@@ -157,6 +147,16 @@ _WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
+
+
+def _is_transformers_native(name_or_path, kwargs: dict) -> bool:
+    """Whether `name_or_path` holds a transformers `Mask2FormerConfig` (read from its config.json only)."""
+    hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(str(name_or_path), **hub_kwargs)
+    except OSError:
+        return False  # let from_pretrained raise its usual error
+    return config_dict.get("model_type") == "mask2former"
 
 
 class M2FPreTrainedModel(PreTrainedModel):
