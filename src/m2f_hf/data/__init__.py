@@ -1,6 +1,6 @@
 """Training data: dataset formats and adapters, augmentations, collate, and a synthetic dataset generator."""
 
-from .dataset import Collator, SegmentationDataset, encode_targets
+from .dataset import TARGET_IGNORE_INDEX, Collator, SegmentationDataset, encode_target_map, encode_targets
 from .formats import (
     DEFAULT_COLUMNS,
     TASKS,
@@ -28,6 +28,7 @@ __all__ = [
     "TASKS",
     "Collator",
     "DataError",
+    "TARGET_IGNORE_INDEX",
     "FormatAdapter",
     "LabelSet",
     "LargeScaleJitter",
@@ -38,6 +39,7 @@ __all__ = [
     "SemanticAugment",
     "build_train_transform",
     "decode_image",
+    "encode_target_map",
     "encode_targets",
     "find_class_label",
     "load_categories_file",

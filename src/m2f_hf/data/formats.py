@@ -137,8 +137,10 @@ def resolve_label_set(features: Any, categories_file: str | None, dataset_dir: s
 @dataclass
 class Sample:
     """One decoded sample: `image` `(C, H, W)` (uint8, or float32 on the 0-255 scale for 16-bit / float data),
-    `segments` `(H, W)` int64 ids (0 = void), and per segment id its
-    model class index and crowd flag."""
+    `segments` int64 ids (0 = void), and per segment id its model class index and crowd flag.
+
+    `segments` is `(H, W)`, or `(L, H, W)` for overlapping instances: L layers, each pixel of a layer holding one
+    segment id or 0, every segment in exactly one layer. Transforms, targets and references accept both."""
 
     image: torch.Tensor
     segments: torch.Tensor
@@ -391,12 +393,29 @@ class FormatAdapter:
         return segments, classes, crowd
 
 
+def flatten_layers(segments: torch.Tensor) -> torch.Tensor:
+    """An `(H, W)` segment map from an `(L, H, W)` layered one: where layers overlap, the earliest layer's segment
+    (the earlier annotation) keeps the pixel. A flat map is returned as it is."""
+    if segments.dim() == 2:
+        return segments
+    flat = segments[-1].clone()
+    for layer in reversed(segments[:-1]):
+        flat = torch.where(layer != 0, layer, flat)
+    return flat
+
+
 def reference_from_sample(sample: Sample) -> dict[str, Any]:
-    """The panoptic-style evaluation reference of a sample (model class indices)."""
+    """The panoptic-style evaluation reference of a sample (model class indices): `segmentation` is an `(H, W)`
+    segment map. A layered sample's overlaps go to the earliest layer in it; its full layers are kept under
+    `segmentation_layers`, and `overlapping_pixels` counts the pixels of later layers that the flat map lost."""
     present = set(torch.unique(sample.segments).tolist())
     segments_info = [
         {"id": segment_id, "category_id": label, "iscrowd": int(sample.crowd.get(segment_id, False))}
         for segment_id, label in sample.classes.items()
         if segment_id in present
     ]
-    return {"segmentation": sample.segments, "segments_info": segments_info}
+    reference = {"segmentation": flatten_layers(sample.segments), "segments_info": segments_info}
+    if sample.segments.dim() == 3:
+        reference["segmentation_layers"] = sample.segments
+        reference["overlapping_pixels"] = int((sample.segments != 0).sum() - (reference["segmentation"] != 0).sum())
+    return reference

@@ -1,5 +1,7 @@
 """Training augmentations (paper 4.2) acting on a `Sample` (uint8 image + segment-id map), with an explicit generator.
 
+The segment map may be `(H, W)` or layered `(L, H, W)` (overlapping instances): every layer moves with the image.
+
 - `LargeScaleJitter` (instance, panoptic): random scale of the crop size in [0.1, 2.0] keeping the aspect ratio, a
   fixed-size random crop (padded when the image is smaller), horizontal flip.
 - `SemanticAugment` (semantic, MaskFormer's ADE20K recipe): random resize of the shorter side to the crop size times
@@ -31,7 +33,9 @@ def _coin(generator: torch.Generator, probability: float = 0.5) -> bool:
 def resize_sample(sample: Sample, height: int, width: int) -> Sample:
     """Bilinear image, nearest segment ids."""
     image = resize_batch(sample.image[None], (height, width), "bilinear")[0]
-    segments = resize_batch(sample.segments[None, None], (height, width), "nearest")[0, 0]
+    leading = sample.segments.shape[:-2]  # () or (layers,)
+    layers = sample.segments.reshape(1, -1, *sample.segments.shape[-2:])  # (1, layers, H, W)
+    segments = resize_batch(layers, (height, width), "nearest")[0].reshape(*leading, height, width)
     return replace(sample, image=image, segments=segments)
 
 
@@ -44,7 +48,7 @@ def random_crop(sample: Sample, crop: tuple[int, int], generator: torch.Generato
     return replace(
         sample,
         image=sample.image[:, top : top + crop_h, left : left + crop_w],
-        segments=sample.segments[top : top + crop_h, left : left + crop_w],
+        segments=sample.segments[..., top : top + crop_h, left : left + crop_w],
     )
 
 
