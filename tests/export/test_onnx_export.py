@@ -93,6 +93,7 @@ def test_runtime_refuses_a_tensorrt_graph(tensorrt_export):
     [
         ({"opset": 17}, r"opset 17 is too old.*opset 18 or newer"),
         ({"opset": "18"}, r"opset must be an integer, got '18'"),
+        ({"opset": 99}, r"opset 99 is newer than this onnx package knows \(up to \d+\)"),
         (
             {"deform_attn_plugin": "openvino"},
             r"deform_attn_plugin must be None or one of \('tensorrt',\); got 'openvino'",

@@ -154,3 +154,13 @@ def test_int8_quantisation_runs_and_stays_close(default_export, pytorch_default,
     _, results = _segments(quantised, processor, images, "semantic")
     for result, reference in zip(results, expected):
         assert (result == reference).float().mean() > 0.97  # the class of nearly every pixel is kept
+
+
+def test_from_pretrained_and_the_pipeline_by_path_point_to_the_onnx_class(default_export):
+    from transformers import pipeline
+
+    _, folder, _ = default_export
+    with pytest.raises(OSError, match="exported ONNX model.*M2FOnnxModel.from_pretrained"):
+        M2FForUniversalSegmentation.from_pretrained(folder)
+    with pytest.raises(Exception, match="exported ONNX model.*M2FOnnxModel.from_pretrained"):
+        pipeline("image-segmentation", model=str(folder))
