@@ -249,12 +249,16 @@ class DeformableEncoderLayer(GradientCheckpointingLayer):
     def _blockwise_training(self, residual: torch.Tensor) -> bool:
         """With autograd and ReLU: `_BlockwiseNormFeedForward` (norm, FFN and residual, keeping only the input)."""
         needs_grad = residual.requires_grad or self.fc1.weight.requires_grad
+        if torch.compiler.is_compiling():  # its loop over token blocks would fix the token count in a traced graph
+            return False
         return torch.is_grad_enabled() and needs_grad and not self._plain_feed_forward(residual)
 
     def _feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """fc2(activation(fc1(x))); without autograd (and where the arithmetic allows) a block of tokens at a time
         into a preallocated output: the same row-by-row products as the plain formulation."""
-        if torch.is_grad_enabled() or self._plain_feed_forward(hidden_states):
+        # traced (torch.compile / torch.export): no Python loop over a token count that may be symbolic
+        plain = torch.is_grad_enabled() or torch.compiler.is_compiling() or self._plain_feed_forward(hidden_states)
+        if plain:
             return self.fc2(F.dropout(self.activation(self.fc1(hidden_states)), self.dropout, self.training))
         flat = hidden_states.reshape(-1, hidden_states.shape[-1])
         out = torch.empty_like(flat)
@@ -263,6 +267,16 @@ class DeformableEncoderLayer(GradientCheckpointingLayer):
             hidden = self.activation(self.fc1(flat[start : start + rows]))
             torch.addmm(self.fc2.bias, hidden, self.fc2.weight.t(), out=out[start : start + rows])
         return out.view_as(hidden_states)
+
+
+def _shape_tensor(shapes: list[tuple[int, int]], device) -> torch.Tensor:
+    """`(num_levels, 2)` int64 tensor of the levels' (height, width).
+
+    Built from scalar `full`s rather than `torch.tensor(shapes)`: under `torch.export` with dynamic height and width
+    the sizes are symbolic, and `torch.tensor` would bake the example's sizes into the program.
+    """
+    rows = [torch.stack([torch.full((), size, dtype=torch.long, device=device) for size in shape]) for shape in shapes]
+    return torch.stack(rows)
 
 
 @dataclass
@@ -348,8 +362,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
         """Centres of every cell of every level, normalised to [0, 1]: `(num_keys, 2)` as (x, y)."""
         points = []
         for height, width in shapes:
-            y = torch.linspace(0.5, height - 0.5, height, device=device, dtype=dtype) / height
-            x = torch.linspace(0.5, width - 0.5, width, device=device, dtype=dtype) / width
+            # arange + 0.5 (the same values as linspace(0.5, n - 0.5, n)) keeps a symbolic n symbolic in torch.export
+            y = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height
+            x = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width
             grid_y, grid_x = torch.meshgrid(y, x, indexing="ij")
             points.append(torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), -1))
         return torch.cat(points, 0)
@@ -380,9 +395,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
             positions.append(pos.flatten(1).transpose(0, 1) + self.level_embed[level])  # (h*w, C)
         hidden_states = torch.cat(projected, 1)  # (batch, num_keys, C)
         position_embeddings = torch.cat(positions, 0)[None]  # (1, num_keys, C)
-        spatial_shapes = torch.tensor(shapes, dtype=torch.long, device=device)
+        spatial_shapes = _shape_tensor(shapes, device)
         sizes = [h * w for h, w in shapes]
-        level_start_index = torch.tensor([sum(sizes[:i]) for i in range(len(sizes))], dtype=torch.long, device=device)
+        level_sizes = spatial_shapes.prod(1)
+        level_start_index = torch.cat((level_sizes.new_zeros(1), level_sizes.cumsum(0)[:-1]))
         reference_points = self.reference_points(shapes, device=device, dtype=hidden_states.dtype)
 
         all_states = () if output_hidden_states else None
