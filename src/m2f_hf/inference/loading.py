@@ -86,9 +86,25 @@ def _model_type(spec: str, local: bool) -> str | None:
         raise ModelLoadError(f"cannot read {config_file} of model {spec!r}: {error}") from error
 
 
-def load_segmentation_model(spec: str | None, device="cpu") -> LoadedModel:
+def _to_precision(model, dtype: str | None, device):
+    """The loaded float32 model in `dtype` (None / float32, bfloat16, int8: m2f_hf.export.precision)."""
+    if dtype is None or dtype == "float32":
+        return model
+    from ..export.precision import check_precision, to_precision
+
+    try:
+        check_precision(dtype)
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from error
+    if dtype == "int8" and device.type != "cpu":
+        raise ModelLoadError(f"dtype int8 (dynamic quantisation) runs on the CPU; the device is {device.type}.")
+    return to_precision(model, dtype)
+
+
+def load_segmentation_model(spec: str | None, device="cpu", dtype: str | None = None) -> LoadedModel:
     """Our checkpoint, a transformers-native one (converted on load), or the bundled default model when `spec` is
-    None; in evaluation mode, on `device` (a torch device or `auto` / `cpu` / `cuda`).
+    None; in evaluation mode, on `device` (a torch device or `auto` / `cpu` / `cuda`), in `dtype` (None or
+    "float32", "bfloat16", "int8": m2f_hf.export.precision; post-processing stays float32).
 
     Raises:
         ModelLoadError: no such folder or Hub repo, a folder without config.json, a broken checkpoint or processor.
@@ -131,4 +147,5 @@ def load_segmentation_model(spec: str | None, device="cpu") -> LoadedModel:
         raise ModelLoadError(
             f"cannot load the image processor of {source!r} (preprocessor_config.json): {error}"
         ) from error
-    return LoadedModel(model=model.to(device).eval(), processor=processor, source=source)
+    model = _to_precision(model.to(device).eval(), dtype, device)
+    return LoadedModel(model=model, processor=processor, source=source)
