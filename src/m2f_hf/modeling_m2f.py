@@ -378,8 +378,10 @@ class M2FForUniversalSegmentation(M2FPreTrainedModel):
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
                 Normalised, padded images (see the image processor).
-            mask_labels (`list[torch.Tensor]`, *optional*):
-                Per image, the `(num_targets, height, width)` binary target masks.
+            mask_labels (`list[torch.Tensor | SegmentIndexMap]`, *optional*):
+                Per image, the `(num_targets, height, width)` binary target masks, or a
+                [`~m2f_hf.segment_targets.SegmentIndexMap`] of target indices (what the training data path gives;
+                the same loss with far less memory). Targets beyond `num_queries` are left unmatched (no loss).
             class_labels (`list[torch.LongTensor]`, *optional*):
                 Per image, the `(num_targets,)` class of each target mask.
             pixel_mask (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*):

@@ -32,7 +32,8 @@ class LoadedModel:
 
     @property
     def device(self):
-        return next(self.model.parameters()).device
+        # PreTrainedModel and the onnxruntime model class (m2f_hf.export.M2FOnnxModel) both say where inputs go
+        return self.model.device
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -60,6 +61,45 @@ def resolve_device(name: str):
     if name == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError("device cuda was asked for but torch sees no CUDA device; use cpu or auto.")
     return torch.device(name)
+
+
+def _load_onnx_folder(path: str, source: str, device) -> LoadedModel:
+    """A folder exported by `m2f-export` (model.onnx + config.json + preprocessor_config.json), run by onnxruntime:
+    on its CPU provider, or CUDA's (then the CPU's for what CUDA lacks) when `device` is a CUDA device."""
+    from ..image_processing_m2f import M2FImageProcessor
+
+    try:
+        from ..export.runtime import CPU_PROVIDER, CUDA_PROVIDER, M2FOnnxModel, OnnxModelError
+    except ImportError as error:  # onnxruntime missing
+        raise ModelLoadError(
+            f"model {source!r} is an exported ONNX folder; running it needs onnxruntime "
+            f'(pip install "m2f_hf[export]"): {error}'
+        ) from error
+    import onnxruntime
+
+    providers = [CPU_PROVIDER]
+    if device.type == "cuda":
+        if CUDA_PROVIDER in onnxruntime.get_available_providers():
+            providers.insert(0, CUDA_PROVIDER)
+        else:
+            import warnings
+
+            warnings.warn(
+                f"model {source!r}: this onnxruntime has no {CUDA_PROVIDER} (pip install onnxruntime-gpu); running the "
+                "exported model on the CPU.",
+                stacklevel=3,
+            )
+    try:
+        model = M2FOnnxModel.from_pretrained(path, providers=providers)
+    except OnnxModelError as error:
+        raise ModelLoadError(f"model {source!r}: {error}") from error
+    try:
+        processor = M2FImageProcessor.from_pretrained(path)
+    except (OSError, ValueError, TypeError) as error:
+        raise ModelLoadError(
+            f"cannot load the image processor of {source!r} (preprocessor_config.json): {error}"
+        ) from error
+    return LoadedModel(model=model, processor=processor, source=source)
 
 
 def _model_type(spec: str, local: bool) -> str | None:
@@ -129,6 +169,13 @@ def load_segmentation_model(spec: str | None, device="cpu", dtype: str | None = 
         raise ModelLoadError(f"model {spec!r}: no such file or directory (and not a Hub id such as 'owner/name').")
     if local and not os.path.isdir(path):
         raise ModelLoadError(f"model {spec!r} is a file; expected a checkpoint directory with config.json.")
+    if local and os.path.isfile(os.path.join(path, "model.onnx")):
+        if dtype not in (None, "float32"):
+            raise ModelLoadError(
+                f"dtype {dtype} is for PyTorch checkpoints; the exported ONNX folder {source!r} runs in the precision "
+                "it was exported in (quantise it with m2f_hf.export.quantize_onnx_int8 for int8)."
+            )
+        return _load_onnx_folder(path, source, device)
     model_type = _model_type(path, local)
     try:
         if model_type == "mask2former":
