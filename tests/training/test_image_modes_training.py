@@ -60,7 +60,9 @@ def test_per_image_minmax_and_precision_kept():
 
 
 def test_integer_values_beyond_8_bits_in_a_wide_type_are_an_error():
-    with pytest.raises(DataError, match=r"train sample 4: column 'image': integer image values must lie in \[0, 255\]"):
+    with pytest.raises(
+        DataError, match=r"train sample 4: column 'image': integer image values must lie in \[0, 255\]"
+    ):
         _adapter()({"image": np.full((32, 32), 300, np.int64), "annotation": _label()}, "train sample 4")
 
 
@@ -69,7 +71,10 @@ def test_channel_mismatch_names_both_counts():
     with pytest.raises(DataError, match="the model takes 4-channel images .* the image processor makes 3"):
         training_channels(processor, tiny_config(num_channels=4))
     assert training_channels(M2FImageProcessor(image_mean=0.5, image_std=0.25), tiny_config(num_channels=4)) == 4
-    with pytest.raises(DataError, match=r"`train sample 0` must have 4 channels on the first or last axis; got ndarray of shape \(8, 8, 5\)"):
+    with pytest.raises(
+        DataError,
+        match=r"`train sample 0` must have 4 channels on the first or last axis; got ndarray of shape \(8, 8, 5\)",
+    ):
         decode_image(np.zeros((8, 8, 5), np.uint8), "train sample 0", num_channels=4)
 
 

@@ -159,7 +159,9 @@ class M2FImageSegmentationPipeline(ImageSegmentationPipeline):
 
     def check_model_type(self, supported_models):
         # transformers compares against its built-in class names only; a class registered with one of the Auto
-        # segmentation mappings is supported as well
+        # segmentation mappings is supported as well, and so is an exported model run by onnxruntime
+        if getattr(type(self.model), "m2f_pipeline_compatible", False):
+            return
         from transformers.models.auto.modeling_auto import (
             MODEL_FOR_IMAGE_SEGMENTATION_MAPPING,
             MODEL_FOR_INSTANCE_SEGMENTATION_MAPPING,
