@@ -159,6 +159,24 @@ def _is_transformers_native(name_or_path, kwargs: dict) -> bool:
     return config_dict.get("model_type") == "mask2former"
 
 
+def _requested_dtype(kwargs: dict) -> torch.dtype | None:
+    """`dtype=` (transformers 5) or `torch_dtype=` (its older name) of a `from_pretrained` call, as a torch dtype;
+    None for neither or "auto" (the checkpoint's own float32)."""
+    value = kwargs.get("dtype", kwargs.get("torch_dtype"))
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, str):
+        value = getattr(torch, value, None) if not value.startswith("torch.") else getattr(torch, value[6:], None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype or its name (e.g. 'bfloat16'), got {value!r}.")
+    return value
+
+
+def _low_precision_cpu(pixel_values: torch.Tensor) -> bool:
+    """bf16 / fp16 on the CPU: oneDNN's fast half-precision convolutions (AMX / AVX-512 BF16) want channels-last."""
+    return pixel_values.device.type == "cpu" and pixel_values.dtype in (torch.bfloat16, torch.float16)
+
+
 class M2FPreTrainedModel(PreTrainedModel):
     config_class = M2FConfig
     config: M2FConfig
@@ -183,6 +201,9 @@ class M2FPreTrainedModel(PreTrainedModel):
 
             hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
             model = from_transformers_pretrained(str(pretrained_model_name_or_path), **hub_kwargs)
+            dtype = _requested_dtype(kwargs)
+            if dtype is not None:
+                model = model.to(dtype)
             if cls is M2FModel or (isinstance(cls, type) and issubclass(cls, M2FModel)):
                 return model.model
             if not isinstance(model, cls):
@@ -315,6 +336,12 @@ class M2FModel(M2FPreTrainedModel):
                 f"{tuple(pixel_values.shape[-2:])}."
             )
 
+        # the processor gives float32; a model loaded or cast to bf16 computes in its own dtype
+        dtype = next(self.backbone.parameters()).dtype
+        if pixel_values.dtype != dtype and dtype.is_floating_point:
+            pixel_values = pixel_values.to(dtype)
+        if _low_precision_cpu(pixel_values):
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         features = self.backbone(pixel_values)
         pixel_output = self.pixel_decoder(
             features, output_hidden_states=output_hidden_states, output_attentions=output_attentions
