@@ -112,3 +112,9 @@ def test_bf16_fused_linear_matches_the_plain_ops():
     # oneDNN rounds once from its float32 accumulators, the plain ops after each step: a bf16 ulp apart at most
     torch.testing.assert_close(relu, F.linear(x, weight, bias).relu(), rtol=1e-2, atol=2e-2)
     torch.testing.assert_close(added, residual + F.linear(x, weight, bias), rtol=1e-2, atol=2e-2)
+
+
+def test_json_model_names_the_precision_so_resuming_keeps_precisions_apart():
+    loaded = load_segmentation_model(None, "cpu", dtype="int8")
+    assert loaded.source.endswith("[int8]") and loaded.is_default_model
+    assert load_segmentation_model(None, "cpu", dtype="float32").source == "m2f_hf default model"
