@@ -38,30 +38,22 @@ from m2f_hf.ops.dispatch import select_backend  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def onnx_variants(ours, example: torch.Tensor, work: Path) -> tuple[dict, str | None]:
-    """{name: callable(pixel_values) -> outputs} for ONNX Runtime, or ({}, why not)."""
+def onnx_variants(ours, work: Path, threads: int) -> tuple[dict, str | None]:
+    """{name: M2FOnnxModel} for ONNX Runtime fp32 and int8 (m2f_hf.export), or what is there and why not the rest."""
     try:
-        from m2f_hf import export as export_package
+        from m2f_hf.export import M2FOnnxModel, export_onnx, quantize_onnx_int8
     except ImportError as error:
-        return {}, f"m2f_hf.export is not importable: {error}"
-    export_onnx = getattr(export_package, "export_onnx", None)
-    runtime_class = next(
-        (getattr(export_package, n) for n in ("ORTModelForUniversalSegmentation", "OnnxRuntimeModel", "ORTModel")
-         if hasattr(export_package, n)),
-        None,
-    )  # fmt: skip
-    if export_onnx is None or runtime_class is None:
-        return {}, "m2f_hf.export has no export_onnx / ONNX Runtime model class (issue14-onnx not merged)"
+        return {}, f"m2f_hf.export's ONNX exporter is not available: {error}"
     variants = {}
     try:
-        export_onnx(ours, work / "fp32")
-        variants["onnxruntime_fp32"] = runtime_class.from_pretrained(work / "fp32")
-        quantize = getattr(export_package, "quantize_onnx_int8", None) or getattr(
-            export_package, "quantize_int8", None
-        )
-        if quantize is not None:
-            quantize(work / "fp32", work / "int8")
-            variants["onnxruntime_int8"] = runtime_class.from_pretrained(work / "int8")
+        folder = export_onnx(ours, work / "fp32", validate=False)
+        variants["onnxruntime_fp32"] = M2FOnnxModel.from_pretrained(folder, num_threads=threads)
+        int8_folder = work / "int8"
+        int8_folder.mkdir()
+        for name in ("config.json", "preprocessor_config.json"):
+            (int8_folder / name).write_bytes((Path(folder) / name).read_bytes())
+        quantize_onnx_int8(Path(folder) / "model.onnx", int8_folder / "model.onnx")
+        variants["onnxruntime_int8"] = M2FOnnxModel.from_pretrained(int8_folder, num_threads=threads)
     except Exception as error:  # report, keep the PyTorch figures
         return variants, f"ONNX export or session failed: {type(error).__name__}: {error}"
     return variants, None
@@ -137,7 +129,7 @@ def main() -> None:
         import tempfile
 
         work = Path(tempfile.mkdtemp(prefix="bench_deploy_"))
-        extra, onnx_note = onnx_variants(ours, pixel_values, work)
+        extra, onnx_note = onnx_variants(ours, work, args.threads)
         variants.update(extra)
     timers = {name: StageTimer(stages_of(variants[name], "ours")) for name in ("ours_fp32", "ours_bf16", "ours_int8")}
     totals, stages = time_variants(variants, pixel_values, args.repeats, timers)

@@ -92,3 +92,29 @@ def test_cli_dtype_option():
         check_args(parser.parse_args(["x.png", "--dtype", "float16"]))
     with pytest.raises(CLIError, match="int8 .* runs on the CPU"):
         check_args(parser.parse_args(["x.png", "--dtype", "int8", "--device", "cuda"]))
+
+
+def test_bf16_fused_linear_matches_the_plain_ops():
+    from torch.nn import functional as F
+
+    from m2f_hf import fused_linear
+
+    if torch.bfloat16 not in fused_linear._FUSED_DTYPES:
+        pytest.skip("oneDNN has no native bf16 on this CPU: bf16 takes the plain ops")
+    torch.manual_seed(0)
+    x, residual = torch.randn(70, 32).bfloat16(), torch.randn(70, 48).bfloat16()
+    weight, bias = torch.randn(48, 32).bfloat16(), torch.randn(48).bfloat16()
+    with torch.no_grad():
+        assert fused_linear.fusion_applies(x)
+        relu = fused_linear.linear(x, weight, bias, relu=True)
+        added = fused_linear.linear(x, weight, bias, residual=residual)
+    assert relu.dtype == added.dtype == torch.bfloat16
+    # oneDNN rounds once from its float32 accumulators, the plain ops after each step: a bf16 ulp apart at most
+    torch.testing.assert_close(relu, F.linear(x, weight, bias).relu(), rtol=1e-2, atol=2e-2)
+    torch.testing.assert_close(added, residual + F.linear(x, weight, bias), rtol=1e-2, atol=2e-2)
+
+
+def test_json_model_names_the_precision_so_resuming_keeps_precisions_apart():
+    loaded = load_segmentation_model(None, "cpu", dtype="int8")
+    assert loaded.source.endswith("[int8]") and loaded.is_default_model
+    assert load_segmentation_model(None, "cpu", dtype="float32").source == "m2f_hf default model"

@@ -24,11 +24,11 @@ class LoadedModel:
 
     model: object
     processor: object
-    source: str  # as given by the user, or DEFAULT_MODEL_NAME (reported in the JSON)
+    source: str  # as given by the user, or DEFAULT_MODEL_NAME (reported in the JSON); " [bfloat16]" / " [int8]" added
 
     @property
     def is_default_model(self) -> bool:
-        return self.source == DEFAULT_MODEL_NAME
+        return self.source.split(" [")[0] == DEFAULT_MODEL_NAME
 
     @property
     def device(self):
@@ -195,4 +195,7 @@ def load_segmentation_model(spec: str | None, device="cpu", dtype: str | None = 
             f"cannot load the image processor of {source!r} (preprocessor_config.json): {error}"
         ) from error
     model = _to_precision(model.to(device).eval(), dtype, device)
+    if dtype not in (None, "float32"):
+        # the JSON's "model" names the precision, so resuming never mixes results of two precisions
+        source = f"{source} [{dtype}]"
     return LoadedModel(model=model, processor=processor, source=source)
