@@ -68,8 +68,9 @@ def test_tta_options_are_checked():
 
 
 def test_the_pipeline_takes_the_large_image_and_tta_arguments(images):
-    import m2f_hf  # noqa: F401  (registers the pipeline)
     from transformers import pipeline
+
+    import m2f_hf  # noqa: F401  (registers the pipeline)
 
     segmenter = pipeline("image-segmentation", model=str(default_model_path()))
     picture = Image.fromarray(np.ascontiguousarray(np.tile(images[0], (2, 2, 1))))
