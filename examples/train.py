@@ -34,8 +34,11 @@ from m2f_hf.data import (
     SegmentationDataset,
     build_train_transform,
     resolve_label_set,
+    training_channels,
 )
+from m2f_hf.data.objects import OBJECTS_COLUMN, ObjectsAdapter, ObjectsSplit, objects_label_set
 from m2f_hf.image_processing_m2f import M2FImageProcessor
+from m2f_hf.matcher import unmatched_targets
 
 logger = get_logger(__name__)
 
@@ -43,7 +46,14 @@ logger = get_logger(__name__)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_name_or_path", required=True, help="our checkpoint, a transformers one, or a config JSON")
-    p.add_argument("--dataset_name", required=True, help="Hub dataset id or local path")
+    p.add_argument(
+        "--dataset_name", required=True, help="Hub dataset id, local path, or a COCO instances / panoptic JSON file"
+    )
+    p.add_argument("--image_dir", default=None, help="COCO JSON: folder of the images (default: the JSON's folder)")
+    p.add_argument("--panoptic_dir", default=None, help="COCO panoptic JSON: PNG folder (default: JSON path - .json)")
+    p.add_argument("--validation_annotation_file", default=None, help="COCO JSON of the validation images")
+    p.add_argument("--validation_image_dir", default=None, help="default: the validation JSON's folder")
+    p.add_argument("--validation_panoptic_dir", default=None, help="default: validation JSON path - .json")
     p.add_argument("--dataset_config_name", default=None)
     p.add_argument("--task", choices=["semantic", "instance", "panoptic"], required=True)
     p.add_argument("--train_split_name", default="train")
@@ -83,7 +93,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--logging_steps", type=int, default=10)
     p.add_argument("--checkpointing_steps", type=str, default=None, help="an int (every N steps) or 'epoch'")
     p.add_argument("--resume_from_checkpoint", type=str, default=None, help="a checkpoint dir or 'latest'")
-    p.add_argument("--eval_steps", type=int, default=None, help="evaluate every N steps and at the end")
+    p.add_argument(
+        "--eval_steps",
+        type=int,
+        default=None,
+        help="evaluate on the validation split every N steps and at the end (default: at the end only; 0: never)",
+    )
     p.add_argument("--max_eval_samples", type=int, default=None)
     p.add_argument("--with_tracking", action="store_true", help="log to TensorBoard in output_dir")
     p.add_argument("--push_to_hub", action="store_true")
@@ -94,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if len(args.crop_size) not in (1, 2):
         p.error(f"--crop_size takes 1 or 2 values, got {args.crop_size}")
     args.crop_size = (args.crop_size[0], args.crop_size[-1])
+    if args.validation_annotation_file and not args.dataset_name.endswith(".json"):
+        p.error("--validation_annotation_file goes with --dataset_name a COCO JSON file.")
     return args
 
 
@@ -118,12 +135,50 @@ def load_splits(args):
     return loaded, local_dir
 
 
+def load_coco(args, log):
+    """The training (and validation) COCO files as datasets that are their own adapters, and their label set."""
+    from m2f_hf.data.coco import CocoDataset
+
+    train = CocoDataset(args.dataset_name, image_dir=args.image_dir, panoptic_dir=args.panoptic_dir)
+    expected = "panoptic" if train.panoptic else "instance"
+    if args.task != expected:
+        raise DataError(f"--dataset_name {args.dataset_name} is a COCO {expected} file; use --task {expected}.")
+    log.info(train.summary())
+    validation = None
+    if args.validation_annotation_file:
+        validation = CocoDataset(
+            args.validation_annotation_file,
+            image_dir=args.validation_image_dir,
+            panoptic_dir=args.validation_panoptic_dir,
+            label_set=train.label_set,
+            split="validation",
+            decode_masks=train.panoptic,  # instances are scored against the file itself (pycocotools)
+        )
+        if validation.panoptic != train.panoptic:
+            raise DataError(
+                f"--validation_annotation_file {args.validation_annotation_file} is not a COCO {expected} file "
+                f"like --dataset_name {args.dataset_name}."
+            )
+        log.info(validation.summary())
+    return train, validation, train.label_set
+
+
 def build_label_set(args, splits, local_dir):
     features = splits[args.train_split_name].features
     return resolve_label_set(features, args.categories_file, local_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------- model
+def set_classes(config, label_set) -> None:
+    """The dataset's classes in the config: names, thing classes, and each class's id in the dataset (so that
+    predictions are written back with the dataset's category ids: m2f-segment, evaluate.py)."""
+    id2label = label_set.id2label
+    config.id2label = id2label
+    config.label2id = {name: index for index, name in id2label.items()}
+    config.thing_ids = list(label_set.thing_ids)
+    config.dataset_category_ids = list(label_set.dataset_ids)
+
+
 def load_model(args, label_set, log):
     """Our checkpoint, a transformers-native one, or a new model from a config JSON; the class head is re-initialised
     when its size differs from the dataset's label set."""
@@ -142,8 +197,7 @@ def load_model(args, label_set, log):
             config = config_from_transformers(Mask2FormerConfig.from_dict(data))
         else:
             config = M2FConfig.from_dict(data)
-        config.id2label = id2label
-        config.label2id = {name: index for index, name in id2label.items()}
+        set_classes(config, label_set)
         log.info(f"Training from scratch with the config {path}")
         return M2FForUniversalSegmentation(config)
     source_type = AutoConfig.from_pretrained(path).model_type
@@ -161,13 +215,12 @@ def load_model(args, label_set, log):
             f"Re-initialised the class head: the checkpoint has {model.config.num_labels} classes, the dataset "
             f"{len(id2label)} ({list(id2label.values())[:10]}...)."
         )
-    model.config.id2label = id2label
-    model.config.label2id = {name: index for index, name in id2label.items()}
+    set_classes(model.config, label_set)
     model.criterion = None  # rebuilt from the updated config on the first training step
     return model
 
 
-def load_processor(args, label_set):
+def load_processor(args, label_set, num_channels: int = 3):
     processor = None
     # A config JSON holds model settings, not processor ones: from_pretrained would read it as a processor with
     # the default 800-pixel size (and every model key as an attribute), so a new model gets a new processor.
@@ -178,7 +231,17 @@ def load_processor(args, label_set):
             pass
     if processor is None:
         eval_size = args.eval_size or min(args.crop_size)
-        processor = M2FImageProcessor(size={"shortest_edge": eval_size}, ignore_index=args.ignore_index)
+        settings = {}
+        if num_channels != 3:
+            # ImageNet's statistics are per RGB channel; other bands get their average until the dataset's own are
+            # given (a checkpoint folder whose preprocessor_config.json has one image_mean / image_std per channel)
+            settings = {"num_channels": num_channels, "image_mean": 0.449, "image_std": 0.226}
+            logger.warning(
+                f"The model takes {num_channels}-channel images: normalising every channel with mean 0.449 and std "
+                "0.226 (of values scaled to 0-1). For the dataset's own statistics pass a checkpoint folder whose "
+                "preprocessor_config.json has one image_mean / image_std value per channel."
+            )
+        processor = M2FImageProcessor(size={"shortest_edge": eval_size}, ignore_index=args.ignore_index, **settings)
     processor.num_labels = len(label_set.names)
     processor.ignore_index = args.ignore_index
     return processor
@@ -225,10 +288,13 @@ def build_scheduler(optimizer, args, total_steps: int):
 
 
 # ----------------------------------------------------------------------------------------------------- evaluation
-def build_evaluators(task: str, label_set, ignore_index: int):
+def build_evaluators(task: str, label_set, ignore_index: int, coco=None):
     from m2f_hf.evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
+    from m2f_hf.evaluation.coco_file import CocoFileEvaluator
 
     id2label = label_set.id2label
+    if coco is not None and not coco.panoptic:  # AP against the validation file itself, with its category ids
+        return {"": CocoFileEvaluator(coco.ground_truth, dict(enumerate(label_set.dataset_ids)), id2label)}
     if task == "semantic":
         return {"": SemanticEvaluator(id2label, ignore_index=ignore_index)}
     if task == "instance":
@@ -237,33 +303,30 @@ def build_evaluators(task: str, label_set, ignore_index: int):
 
 
 @torch.no_grad()
-def evaluate(model, processor, dataloader, accelerator, args, label_set) -> dict[str, float]:
+def evaluate(model, processor, dataloader, accelerator, args, label_set, coco=None) -> dict[str, float]:
+    """Metrics of the validation split with `examples/evaluate.py`'s post-processing (the same figures)."""
+    from m2f_hf.evaluation.coco_file import CocoFileEvaluator
+    from m2f_hf.evaluation.predict import post_process_for_evaluation
+
     model.eval()
-    evaluators = build_evaluators(args.task, label_set, args.ignore_index)
+    evaluators = build_evaluators(args.task, label_set, args.ignore_index, coco)
     unwrapped = accelerator.unwrap_model(model)
     stuff = {i for i in range(len(label_set.names)) if i not in set(label_set.thing_ids)}
     for batch in dataloader:
         outputs = unwrapped(pixel_values=batch["pixel_values"].to(accelerator.device))
-        sizes = batch["original_sizes"]
-        pixel_mask = batch["pixel_mask"]
-        if args.task == "semantic":
-            predictions = processor.post_process_semantic_segmentation(
-                outputs, target_sizes=sizes, pixel_mask=pixel_mask
-            )
-        elif args.task == "instance":
-            predictions = processor.post_process_instance_segmentation(
-                outputs, threshold=0.0, overlap_mask_area_threshold=0.0, target_sizes=sizes, pixel_mask=pixel_mask
-            )
-        else:
-            predictions = processor.post_process_panoptic_segmentation(
-                outputs, label_ids_to_fuse=stuff, target_sizes=sizes, pixel_mask=pixel_mask
-            )
-        predictions = [
-            {k: v.cpu() if torch.is_tensor(v) else v for k, v in p.items()} if isinstance(p, dict) else p.cpu()
-            for p in predictions
-        ]
+        predictions = post_process_for_evaluation(
+            processor,
+            outputs,
+            args.task,
+            target_sizes=batch["original_sizes"],
+            pixel_mask=batch["pixel_mask"],
+            stuff_ids=stuff,
+        )
         for evaluator in evaluators.values():
-            evaluator.process(predictions, batch["references"])
+            if isinstance(evaluator, CocoFileEvaluator):
+                evaluator.process(predictions, [coco.image_ids[i] for i in batch["indices"]])
+            else:
+                evaluator.process(predictions, batch["references"])
     metrics = {}
     for prefix, evaluator in evaluators.items():
         evaluator.synchronize(accelerator if accelerator.num_processes > 1 else None)
@@ -272,6 +335,13 @@ def evaluate(model, processor, dataloader, accelerator, args, label_set) -> dict
                 metrics[f"eval_{prefix}{key}"] = float(value)
     model.train()
     return metrics
+
+
+def format_metrics(step: int, metrics: dict[str, float]) -> str:
+    """One console line of the headline metrics (all of them are in train_log.jsonl)."""
+    headline = [k for k in ("eval_PQ", "eval_SQ", "eval_RQ", "eval_PQ_th", "eval_PQ_st", "eval_AP", "eval_AP50",
+                            "eval_AP75", "eval_mIoU", "eval_pixel_accuracy") if k in metrics]  # fmt: skip
+    return f"step {step} evaluation: " + ", ".join(f"{k[len('eval_') :]} {metrics[k]:.2f}" for k in headline)
 
 
 # ----------------------------------------------------------------------------------------------------------- main
@@ -329,28 +399,51 @@ def main(argv: list[str] | None = None) -> dict:
         os.makedirs(args.output_dir, exist_ok=True)
     set_seed(args.seed)
 
-    splits, local_dir = load_splits(args)
-    if args.train_split_name not in splits:
-        raise DataError(f"the dataset has no split {args.train_split_name!r} (splits: {list(splits)}).")
-    label_set = build_label_set(args, splits, local_dir)
-    adapter = FormatAdapter.for_task(
-        args.task,
-        label_set,
-        image_column=args.image_column_name,
-        label_column=args.label_column_name,
-        segments_info_column=args.segments_info_column_name,
-        ignore_index=args.ignore_index,
-        do_reduce_labels=args.do_reduce_labels,
-    )
+    coco_train = coco_validation = eval_adapter = None
+    if args.dataset_name.endswith(".json"):
+        coco_train, coco_validation, label_set = load_coco(args, logger)
+        train_rows, train_adapter = coco_train, coco_train
+        eval_rows, eval_adapter = coco_validation, coco_validation
+    else:
+        splits, local_dir = load_splits(args)
+        if args.train_split_name not in splits:
+            raise DataError(f"the dataset has no split {args.train_split_name!r} (splits: {list(splits)}).")
+        train_rows = splits[args.train_split_name]
+        eval_rows = splits.get(args.validation_split_name) if args.validation_split_name in splits else None
+        if args.task == "instance" and OBJECTS_COLUMN in train_rows.column_names:
+            # rows with an `objects` column: overlapping instances, scored by pycocotools like a COCO file
+            label_set = objects_label_set(train_rows.features, OBJECTS_COLUMN, args.categories_file, local_dir)
+            image_column = args.image_column_name or "image"
+            train_adapter = ObjectsAdapter(label_set, image_column=image_column)
+            if eval_rows is not None:
+                eval_adapter = ObjectsAdapter(label_set, image_column=image_column, decode_masks=False)
+                coco_validation = ObjectsSplit(eval_rows, train_adapter, args.validation_split_name)
+            logger.info(f"Reading the {OBJECTS_COLUMN!r} column as instances of {label_set.names[:10]}")
+        else:
+            label_set = build_label_set(args, splits, local_dir)
+            train_adapter = eval_adapter = FormatAdapter.for_task(
+                args.task,
+                label_set,
+                image_column=args.image_column_name,
+                label_column=args.label_column_name,
+                segments_info_column=args.segments_info_column_name,
+                ignore_index=args.ignore_index,
+                do_reduce_labels=args.do_reduce_labels,
+            )
     transform = build_train_transform(
         args.task, crop_size=args.crop_size, min_scale=args.min_scale, max_scale=args.max_scale
     )
     train_dataset = SegmentationDataset(
-        splits[args.train_split_name], adapter, transform, split=args.train_split_name, seed=args.seed
+        train_rows, train_adapter, transform, split=args.train_split_name, seed=args.seed
     )
 
     model = load_model(args, label_set, logger)
-    processor = load_processor(args, label_set)
+    processor = load_processor(args, label_set, model.config.num_channels)
+    # the images are read as the processor reads them at inference: its channels, its 16-bit scaling
+    channels = training_channels(processor, model.config)
+    for reader in (train_adapter, eval_adapter):
+        if reader is not None:
+            reader.num_channels, reader.scaling = channels, processor.scaling
     collate = Collator.from_image_processor(processor, pad_size=args.crop_size)
     train_dataloader = DataLoader(
         train_dataset,
@@ -363,11 +456,10 @@ def main(argv: list[str] | None = None) -> dict:
         generator=torch.Generator().manual_seed(args.seed),
     )
     eval_dataloader = None
-    if args.eval_steps and args.validation_split_name in splits:
-        eval_split = splits[args.validation_split_name]
+    if args.eval_steps != 0 and eval_rows is not None:
         eval_dataset = SegmentationDataset(
-            eval_split,
-            adapter,
+            eval_rows,
+            eval_adapter,
             ResizeShortestEdge(size=args.eval_size or min(args.crop_size)),
             split=args.validation_split_name,
             with_reference=True,
@@ -412,6 +504,9 @@ def main(argv: list[str] | None = None) -> dict:
     progress = tqdm(total=args.max_train_steps, initial=completed_steps, disable=not accelerator.is_local_main_process)
     model.train()
     running, running_count, metrics = 0.0, 0, {}
+    # Targets of crowded images beyond the model's queries get no loss (see m2f_hf.loss); counted per logged step.
+    num_queries = accelerator.unwrap_model(model).config.num_queries
+    running_targets = torch.zeros(2, dtype=torch.long, device=accelerator.device)  # (unmatched, all) targets
     start = time.time()
     for epoch in range(start_epoch, num_epochs):
         train_dataset.set_epoch(epoch)
@@ -435,6 +530,8 @@ def main(argv: list[str] | None = None) -> dict:
                 optimizer.zero_grad()
             running += accelerator.reduce(loss.detach(), reduction="mean").item()
             running_count += 1
+            counts = [sum(unmatched_targets(batch["class_labels"], num_queries)), sum(map(len, batch["class_labels"]))]
+            running_targets += accelerator.reduce(torch.tensor(counts, device=accelerator.device), reduction="sum")
             if not accelerator.sync_gradients:
                 continue
             completed_steps += 1
@@ -444,11 +541,15 @@ def main(argv: list[str] | None = None) -> dict:
             record = None
             if completed_steps % args.logging_steps == 0 or completed_steps == args.max_train_steps:
                 record = {"step": completed_steps, "epoch": epoch, "loss": running / running_count, "lr": lr}
+                record["unmatched_targets"], record["targets"] = running_targets.tolist()
                 running, running_count = 0.0, 0
+                running_targets.zero_()
             if eval_dataloader is not None and (
-                completed_steps % args.eval_steps == 0 or completed_steps == args.max_train_steps
+                (args.eval_steps and completed_steps % args.eval_steps == 0) or completed_steps == args.max_train_steps
             ):
-                metrics = evaluate(model, processor, eval_dataloader, accelerator, args, label_set)
+                metrics = evaluate(model, processor, eval_dataloader, accelerator, args, label_set, coco_validation)
+                if accelerator.is_main_process:
+                    progress.write(format_metrics(completed_steps, metrics))
                 record = {**(record or {"step": completed_steps, "epoch": epoch, "lr": lr}), **metrics}
             if record is not None:
                 record["time"] = round(time.time() - start, 2)
@@ -487,6 +588,9 @@ def main(argv: list[str] | None = None) -> dict:
             commit_message="Upload m2f_hf model trained with examples/train.py",
         )
     accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        summary = f" ({format_metrics(completed_steps, metrics)})" if metrics else ""
+        print(f"Saved the trained model to {os.path.abspath(args.output_dir)}{summary}", flush=True)
     return {"completed_steps": completed_steps, "metrics": metrics}
 
 

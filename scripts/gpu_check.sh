@@ -7,7 +7,8 @@
 # and local sampling locations) -> a training step at 1024x1024 against transformers: memory per image (issue 4; the
 # paper reports about 6 GB), time, and a profile of one step -> end-to-end inference against transformers -> the
 # kernel's scalar variant on the benchmark cases -> m2f-segment on a folder (batches, workers, COCO results) on the
-# GPU -> the ops package's CPU-side tests with a GPU present.
+# GPU -> the ops package's CPU-side tests with a GPU present -> the web demo on the GPU -> ONNX: onnxruntime's CUDA
+# provider and TensorRT engines (plugin graph) on exported files against PyTorch, and the export package's cuda tests.
 # Every step runs under its own time limit inside an overall budget (< 9 minutes), a failing step does not stop the
 # following ones. OUTPUT_DIR receives three files: summary.json (each step's status and duration, the test counts
 # and the benchmark figures), gpu_check.log (every step's log, in order) and tests.xml (the cuda tests, JUnit).
@@ -100,6 +101,12 @@ run_step demo_cuda 90 "$PYTHON" -c "from m2f_hf.demo.app import DemoApp; from m2
   out = app.segment({'path': p, 'orig_name': 'shapes_1.png'}, '', 'panoptic', 0.5, 0.5); \
   print(out[1], out[4]); assert out[1] and app.models.get(None).device.type == 'cuda'"
 
+# ONNX (m2f_hf.export): onnxruntime's CUDA provider on the exported graph (needs onnxruntime-gpu) and TensorRT on the
+# plugin graph (needs `tensorrt`; each is reported as skipped when missing), against PyTorch in the same run; then the
+# export tests' cuda test (a TensorRT engine from the plugin graph against PyTorch)
+run_step onnx_gpu 240 "$PYTHON" scripts/onnx_gpu_check.py --backbone resnet50 --repeats 5
+run_step onnx_tests 120 "$PYTHON" -m pytest -m cuda tests/export -q -rs -p no:cacheprovider
+
 "$PYTHON" - "$OUT_DIR" "$WORK_DIR" <<'PY'
 import json, pathlib, sys
 out, work = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
@@ -138,6 +145,8 @@ for name in ("benchmark_uniform", "benchmark_local", "benchmark_scalar_uniform",
     if rows:
         summary["benchmark"][name] = rows[-1]
 summary["inference"] = json_lines("inference")
+onnx_rows = json_lines("onnx_gpu")
+summary["onnx_gpu"] = onnx_rows[-1] if onnx_rows else None
 train = json_lines("train_memory")
 if train:
     row = train[-1]

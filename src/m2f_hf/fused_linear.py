@@ -81,6 +81,27 @@ def linear(
     return out
 
 
+def has_weight_tensor(module: torch.nn.Module) -> bool:
+    """Whether a linear module holds a plain weight tensor (a dynamically quantised one, from
+    `m2f_hf.export.precision.quantize_int8`, keeps packed int8 weights and is called as a module)."""
+    return isinstance(getattr(module, "weight", None), torch.Tensor)
+
+
+def apply(
+    module: torch.nn.Module, x: torch.Tensor, *, relu: bool = False, residual: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`linear` with a module's weight and bias; a module without a weight tensor (int8) is called, then the ReLU
+    or the residual added."""
+    if has_weight_tensor(module):
+        return linear(x, module.weight, module.bias, relu=relu, residual=residual)
+    if relu and residual is not None:
+        raise ValueError("apply: pass relu=True or a residual, not both")
+    out = module(x)
+    if relu:
+        out = out.relu_()
+    return out if residual is None else residual + out
+
+
 def conv1x1(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """`conv(x)` for a 1x1 convolution (stride 1, no padding, one group) of an NCHW map.
 

@@ -4,6 +4,10 @@ The cost of assigning query `q` to target `t` is `cost_class * (-p_q(c_t)) + cos
 where BCE and dice are computed on K points sampled uniformly, the same points for every prediction and target of an
 image. The costs of the whole batch are computed together on the model's device; only the assignment itself
 (`scipy.optimize.linear_sum_assignment`) runs per image on the CPU.
+
+Targets are either dense `(N, H, W)` binary masks or a [`SegmentIndexMap`] (one map of target indices, read at the
+points exactly as the masks would be). An image with more targets than queries (cells, crowds, shelves) gets the
+best `min(Q, N)` pairs of the rectangular cost, as in the original; the other targets stay unmatched.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from .point_sampling import point_sample, sample_targets, uniform_points
+from .segment_targets import SegmentIndexMap, sample_all_targets
+
+Targets = torch.Tensor | SegmentIndexMap
 
 
 def pairwise_sigmoid_ce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -101,42 +108,46 @@ class HungarianMatcher(nn.Module):
         self,
         masks_queries_logits: torch.Tensor,
         class_queries_logits: torch.Tensor,
-        mask_labels: list[torch.Tensor],
+        mask_labels: list[Targets],
         class_labels: list[torch.Tensor],
-        target_masks: list[torch.Tensor] | None = None,
+        target_masks: list[Targets] | None = None,
+        *,
+        checked: bool = False,
     ) -> list[torch.Tensor]:
         """Per image, the `(num_queries, num_targets)` matching cost (arguments as in `forward`; `target_masks`
-        optionally gives `mask_labels` already converted to float, to convert them once for all decoder layers)."""
-        batch_size, num_queries = masks_queries_logits.shape[:2]
-        _check_batch(masks_queries_logits, mask_labels, class_labels)
+        optionally gives `mask_labels` already converted to float and moved to the device, to convert them once for
+        all decoder layers; `checked` skips the check of the targets when the caller has made it)."""
+        batch_size = masks_queries_logits.shape[0]
+        if not checked:
+            check_targets(masks_queries_logits, mask_labels, class_labels)
         if target_masks is None:
             target_masks = mask_labels
         device = masks_queries_logits.device
         num_targets = [len(labels) for labels in class_labels]
-        for index, count in enumerate(num_targets):
-            if count > num_queries:
-                raise ValueError(
-                    f"Image {index} of the batch has {count} target segments but the model has only {num_queries} "
-                    "queries; every target needs its own query. Raise `num_queries` in the config or merge targets."
-                )
         frame = _frame_size(mask_labels)
 
         # The same K uniform points for all predictions and targets of an image.
         points = uniform_points(batch_size, self.num_points, device=device)  # (batch, K, 2)
-        pred_points = point_sample(masks_queries_logits.float(), points)  # (batch, queries, K)
+        pred_points = point_sample(at_least_float32(masks_queries_logits), points)  # (batch, queries, K)
 
         # Targets of all images, padded to the largest count so that the pairwise costs are one batched matmul.
         max_targets = max(num_targets)
         target_points = pred_points.new_zeros(batch_size, max_targets, self.num_points)
         for index, (masks, count) in enumerate(zip(target_masks, num_targets)):
-            if count:
+            if not count:
+                continue
+            if isinstance(masks, SegmentIndexMap):
+                target_points[index, :count] = sample_all_targets(
+                    masks.to(device), points[index], count, frame_size=frame
+                )
+            else:
                 coords = points[index : index + 1].expand(count, -1, -1)  # (targets, K, 2)
                 target_points[index, :count] = sample_targets(masks.to(device), coords, frame_size=frame)
 
         cost = self.cost_mask * pairwise_sigmoid_ce_cost(pred_points, target_points) + self.cost_dice * (
             pairwise_dice_cost(pred_points, target_points)
         )  # (batch, queries, max_targets)
-        probs = class_queries_logits.float().softmax(-1)  # (batch, queries, classes + 1)
+        probs = at_least_float32(class_queries_logits).softmax(-1)  # (batch, queries, classes + 1)
         costs = []
         for index, (labels, count) in enumerate(zip(class_labels, num_targets)):
             # The class cost approximates the NLL by -p(class); the constant 1 of 1 - p does not change the matching.
@@ -149,9 +160,11 @@ class HungarianMatcher(nn.Module):
         self,
         masks_queries_logits: torch.Tensor,
         class_queries_logits: torch.Tensor,
-        mask_labels: list[torch.Tensor],
+        mask_labels: list[Targets],
         class_labels: list[torch.Tensor],
-        target_masks: list[torch.Tensor] | None = None,
+        target_masks: list[Targets] | None = None,
+        *,
+        checked: bool = False,
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Match predictions to targets.
 
@@ -159,30 +172,44 @@ class HungarianMatcher(nn.Module):
             masks_queries_logits (`torch.Tensor` of shape `(batch, num_queries, height, width)`): mask logits.
             class_queries_logits (`torch.Tensor` of shape `(batch, num_queries, num_labels + 1)`): class logits, the
                 last one "no object".
-            mask_labels (`list[torch.Tensor]`): per image, `(num_targets, H, W)` binary masks (any resolution; masks
-                of different sizes are treated as zero-padded to the largest).
+            mask_labels (`list[torch.Tensor | SegmentIndexMap]`): per image, either `(num_targets, H, W)` binary
+                masks (any resolution; masks of different sizes are treated as zero-padded to the largest) or a
+                [`SegmentIndexMap`] whose values index `class_labels`.
             class_labels (`list[torch.LongTensor]`): per image, the `(num_targets,)` classes.
+            checked (`bool`): skip the check of the targets (the criterion checks them once for all layers).
 
         Returns:
-            Per image, `(query_indices, target_indices)` LongTensors (on the CPU) of length `num_targets`; empty for
-            an image without targets.
+            Per image, `(query_indices, target_indices)` LongTensors (on the CPU) of length
+            `min(num_queries, num_targets)`, sorted by query index; empty for an image without targets. With more
+            targets than queries, the targets missing from `target_indices` are unmatched (they get no loss).
         """
         return [
             assign(cost)
             for cost in self.cost_matrices(
-                masks_queries_logits, class_queries_logits, mask_labels, class_labels, target_masks
+                masks_queries_logits, class_queries_logits, mask_labels, class_labels, target_masks, checked=checked
             )
         ]
 
 
-def _frame_size(mask_labels: list[torch.Tensor]) -> tuple[int, int]:
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits in float32 for the costs and losses; float32 and float64 as they are."""
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
+
+
+def unmatched_targets(class_labels: list[torch.Tensor], num_queries: int) -> list[int]:
+    """Per image, how many targets cannot get a query (`max(0, num_targets - num_queries)`)."""
+    return [max(0, len(labels) - num_queries) for labels in class_labels]
+
+
+def _frame_size(mask_labels: list[Targets]) -> tuple[int, int]:
     """`(height, width)` of the padded frame: the largest target size in the batch."""
     return max(m.shape[-2] for m in mask_labels), max(m.shape[-1] for m in mask_labels)
 
 
-def _check_batch(
-    masks_queries_logits: torch.Tensor, mask_labels: list[torch.Tensor], class_labels: list[torch.Tensor]
+def check_targets(
+    masks_queries_logits: torch.Tensor, mask_labels: list[Targets], class_labels: list[torch.Tensor]
 ) -> None:
+    """Raise a `ValueError` naming the image when the targets do not fit together (counts, shapes, map values)."""
     batch_size = masks_queries_logits.shape[0]
     if len(mask_labels) != batch_size or len(class_labels) != batch_size:
         raise ValueError(
@@ -190,7 +217,14 @@ def _check_batch(
             f"{len(mask_labels)} mask_labels and {len(class_labels)} class_labels."
         )
     for index, (masks, labels) in enumerate(zip(mask_labels, class_labels)):
-        if masks.dim() != 3 or masks.shape[0] != labels.shape[0]:
+        if isinstance(masks, SegmentIndexMap):
+            masks.check(labels.shape[0], where=f"Image {index}")
+        elif not isinstance(masks, torch.Tensor):
+            raise TypeError(
+                f"Image {index}: mask_labels entries must be (num_targets, height, width) tensors or "
+                f"SegmentIndexMap objects, got {type(masks).__name__}."
+            )
+        elif masks.dim() != 3 or masks.shape[0] != labels.shape[0]:
             raise ValueError(
                 f"Image {index}: mask_labels must be (num_targets, height, width) with num_targets = "
                 f"len(class_labels), got mask_labels of shape {tuple(masks.shape)} and {labels.shape[0]} class labels."

@@ -128,9 +128,33 @@ def test_all_nan_costs_still_assign():
     assert len(rows) == 2 and len(set(cols.tolist())) == 2
 
 
-def test_more_targets_than_queries_is_a_clear_error():
-    with pytest.raises(ValueError, match="5 target segments but the model has only 3 queries"):
-        make_matcher()(torch.randn(1, 3, 8, 8), torch.randn(1, 3, 4), [distinct_masks(5, 8)], [torch.arange(5) % 3])
+def test_more_targets_than_queries_matches_the_best_pairs():
+    # 5 targets, 3 queries predicting targets 4, 0 and 2 exactly: those three pairs are matched, 1 and 3 left out.
+    masks, classes = distinct_masks(5, 10), torch.tensor([0, 1, 2, 0, 1])
+    mask_logits, class_logits = torch.full((3, 10, 10), -BIG), torch.full((3, 4), -BIG)
+    for query, target in enumerate([4, 0, 2]):
+        mask_logits[query] = BIG * (2 * masks[target] - 1)
+        class_logits[query, classes[target]] = BIG
+    ((queries, targets),) = make_matcher()(mask_logits[None], class_logits[None], [masks], [classes])
+    assert queries.tolist() == [0, 1, 2] and targets.tolist() == [4, 0, 2]
+
+
+def test_more_targets_than_queries_is_the_rectangular_optimum():
+    # The assignment is the cheapest min(Q, N) pairs of the rectangular cost: check against all injections.
+    import itertools
+
+    torch.manual_seed(0)
+    matcher = make_matcher(num_points=64)
+    masks = (torch.rand(5, 8, 8) > 0.5).float()
+    classes = torch.randint(0, 3, (5,))
+    mask_logits, class_logits = torch.randn(1, 3, 8, 8), torch.randn(1, 3, 4)
+    torch.manual_seed(1)
+    (cost,) = matcher.cost_matrices(mask_logits, class_logits, [masks], [classes])
+    torch.manual_seed(1)
+    ((queries, targets),) = matcher(mask_logits, class_logits, [masks], [classes])
+    best = min(sum(cost[q, t].item() for q, t in enumerate(p)) for p in itertools.permutations(range(5), 3))
+    assert queries.tolist() == [0, 1, 2] and len(set(targets.tolist())) == 3
+    assert sum(cost[q, t].item() for q, t in zip(queries, targets)) == pytest.approx(best, rel=1e-6)
 
 
 def test_mismatched_labels_are_a_clear_error():

@@ -155,3 +155,22 @@ def test_two_processes_agree(panoptic_dir, tiny_config_file, tmp_path):
     metrics = train.evaluate(model, processor, loader, Accelerator(cpu=True), args, labels)
     for key, value in metrics.items():
         assert log[-1][key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_crowded_images_train_and_the_log_counts_unmatched_targets(panoptic_dir, tmp_path):
+    # Synthetic panoptic images hold 3 to 6 segments: with 2 queries every image is crowded. Training runs on, warns
+    # once, and every logged step records how many targets went unmatched.
+    from m2f_hf.testing import tiny_config
+
+    config = tmp_path / "two_queries.json"
+    tiny_config(num_labels=2, num_queries=2).to_json_file(str(config))
+    output = tmp_path / "crowded"
+    args = common_args(panoptic_dir, str(config), output, steps=4) + ["--logging_steps", "2"]
+    result = run([sys.executable, SCRIPT] + args)
+    log = read_log(output)
+    assert [r["step"] for r in log] == [2, 4]
+    for record in log:
+        # 2 steps x 2 images: at least 3 targets per image, at most 2 of them matched
+        assert record["targets"] >= 12 and record["unmatched_targets"] >= record["targets"] - 8
+        assert record["unmatched_targets"] <= record["targets"] - 4 and record["loss"] > 0
+    assert result.stderr.count("but the model has only 2 queries") == 1

@@ -152,6 +152,20 @@ def add_batch_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+DTYPES = ("float32", "bfloat16", "int8")  # m2f_hf.export.precision.PRECISIONS
+
+
+def add_precision_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("precision")
+    group.add_argument(
+        "--dtype",
+        default="float32",
+        help="float32 (default); bfloat16: the model in bf16 (fast on CPUs with AVX-512 BF16 / AMX, and on GPUs); "
+        "int8: linear layers dynamically quantised to int8 (CPU only). Post-processing is float32 in every case "
+        "(docs/deployment.md gives the speed and quality of each)",
+    )
+
+
 def add_large_image_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "large images and test-time augmentation",
@@ -198,6 +212,7 @@ OPTION_GROUPS = [
     add_output_options,
     add_picture_options,
     add_batch_options,
+    add_precision_options,
     add_large_image_options,
 ]
 
@@ -243,6 +258,13 @@ def _check_inputs(args: argparse.Namespace) -> None:
         raise CLIError("no images given: pass images, folders, glob patterns or videos, or --example.")
 
 
+def _check_precision(args: argparse.Namespace) -> None:
+    if args.dtype not in DTYPES:
+        raise CLIError(f"--dtype must be one of {', '.join(DTYPES)}; got {args.dtype!r}.")
+    if args.dtype == "int8" and args.device == "cuda":
+        raise CLIError("--dtype int8 (dynamic quantisation) runs on the CPU; use --device cpu or --dtype bfloat16.")
+
+
 def parse_scales(text: str) -> tuple[float, ...]:
     """`--tta-scales` as floats ("0.75,1,1.25"); `CLIError` naming the value otherwise."""
     try:
@@ -284,7 +306,7 @@ def _check_large_images(args: argparse.Namespace) -> None:
         )
 
 
-CHECKS = [_check_choices, _check_fractions, _check_batches, _check_inputs, _check_large_images]
+CHECKS = [_check_choices, _check_fractions, _check_batches, _check_inputs, _check_precision, _check_large_images]
 
 
 def check_args(args: argparse.Namespace) -> None:

@@ -23,11 +23,13 @@ DEFAULT_MODEL_NOTE = (
 )
 
 
-def _load_model(spec: str | None, device):
+def _load_model(spec: str | None, device, dtype: str | None = None):
     from ..inference.loading import ModelLoadError, load_segmentation_model
 
+    if dtype == "int8" and device == "auto":
+        device = "cpu"  # int8 dynamic quantisation is a CPU path
     try:
-        return load_segmentation_model(spec, device)
+        return load_segmentation_model(spec, device, dtype=dtype)
     except ModelLoadError as error:
         message = str(error)
         if message.startswith(("model ", "device ")):  # name the option the value came from
@@ -131,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     failures = len(inputs.errors) if state.is_main_process else 0
     if state.is_main_process:
         _report_inputs(inputs)
-    loaded = _load_model(args.model, _device(args, state))
+    loaded = _load_model(args.model, _device(args, state), getattr(args, "dtype", None))
     if loaded.is_default_model and state.is_main_process:
         print(DEFAULT_MODEL_NOTE, file=sys.stderr)
     try:

@@ -1,6 +1,6 @@
 """Training data: dataset formats and adapters, augmentations, collate, and a synthetic dataset generator."""
 
-from .dataset import Collator, SegmentationDataset, encode_targets
+from .dataset import TARGET_IGNORE_INDEX, Collator, SegmentationDataset, encode_target_map, encode_targets
 from .formats import (
     DEFAULT_COLUMNS,
     TASKS,
@@ -8,10 +8,12 @@ from .formats import (
     FormatAdapter,
     LabelSet,
     Sample,
+    decode_image,
     find_class_label,
     load_categories_file,
     reference_from_sample,
     resolve_label_set,
+    training_channels,
 )
 from .transforms import (
     LargeScaleJitter,
@@ -26,6 +28,7 @@ __all__ = [
     "TASKS",
     "Collator",
     "DataError",
+    "TARGET_IGNORE_INDEX",
     "FormatAdapter",
     "LabelSet",
     "LargeScaleJitter",
@@ -35,9 +38,12 @@ __all__ = [
     "SegmentationDataset",
     "SemanticAugment",
     "build_train_transform",
+    "decode_image",
+    "encode_target_map",
     "encode_targets",
     "find_class_label",
     "load_categories_file",
     "reference_from_sample",
     "resolve_label_set",
+    "training_channels",
 ]

@@ -9,21 +9,54 @@ import torch
 from torch.utils.data import Dataset
 
 from ..processing.image_ops import pad_bottom_right, rescale_and_normalize, round_up
+from ..segment_targets import SegmentIndexMap
 from .formats import DataError, FormatAdapter, Sample, reference_from_sample
+
+# The value of target-map pixels that belong to no target (void, crowd, padding).
+TARGET_IGNORE_INDEX = -1
+
+
+def _trained_ids(sample: Sample) -> list[int]:
+    """Ids of the segments still present in the (augmented) sample that are trained on: known, not crowd. A segment
+    that an augmentation (an LSJ crop, a downscale) removed is absent from the map, so it is dropped here, before
+    matching; crowd segments are left out of training, as in the original."""
+    present = torch.unique(sample.segments).tolist()
+    return [i for i in present if i in sample.classes and not sample.crowd.get(i, False)]
 
 
 def encode_targets(sample: Sample) -> tuple[torch.Tensor, torch.Tensor]:
-    """Binary masks `(num_segments, H, W)` (bool) and classes `(num_segments,)` of the non-crowd segments present in
-    the (augmented) sample. Crowd segments are left out of training, as in the original."""
-    present = torch.unique(sample.segments).tolist()
-    ids = [i for i in present if i in sample.classes and not sample.crowd.get(i, False)]
+    """Dense targets: binary masks `(num_segments, H, W)` (bool) and classes `(num_segments,)` of the trained
+    segments of the sample (see [`encode_target_map`] for the memory-light form the training data path uses)."""
+    ids = _trained_ids(sample)
+    height, width = sample.segments.shape[-2:]
     if not ids:
-        height, width = sample.segments.shape
         return torch.zeros(0, height, width, dtype=torch.bool), torch.zeros(0, dtype=torch.long)
     ids_tensor = torch.tensor(ids, dtype=sample.segments.dtype)
-    masks = sample.segments[None] == ids_tensor[:, None, None]  # (segments, H, W)
+    layers = sample.segments.reshape(-1, height, width)  # (layers, H, W); one layer for a flat map
+    masks = (layers[None] == ids_tensor[:, None, None, None]).any(1)  # (segments, H, W)
     classes = torch.tensor([sample.classes[i] for i in ids], dtype=torch.long)
     return masks, classes
+
+
+def encode_target_map(sample: Sample) -> tuple[SegmentIndexMap, torch.Tensor]:
+    """Memory-light targets: a [`SegmentIndexMap`] (int32, `TARGET_IGNORE_INDEX` where no trained segment is) and
+    the classes `(num_segments,)`, in the order of [`encode_targets`] (the k-th class is map value k).
+
+    A layered `(L, H, W)` sample (overlapping instances) keeps its layers, less those left without a trained
+    segment; the loss is then the one of the dense masks of [`encode_targets`], overlaps included.
+    """
+    ids = _trained_ids(sample)
+    unique, inverse = torch.unique(sample.segments, return_inverse=True)
+    lookup = torch.full((len(unique),), TARGET_IGNORE_INDEX, dtype=torch.int32)
+    position = {value: index for index, value in enumerate(unique.tolist())}
+    for target, segment_id in enumerate(ids):
+        lookup[position[segment_id]] = target
+    index_map = lookup[inverse]  # same shape as sample.segments
+    if index_map.dim() == 3:
+        used = (index_map != TARGET_IGNORE_INDEX).flatten(1).any(1)
+        index_map = index_map[used] if used.any() else index_map[:1]
+    classes = torch.tensor([sample.classes[i] for i in ids], dtype=torch.long)
+    return SegmentIndexMap(index_map, TARGET_IGNORE_INDEX), classes
 
 
 class SegmentationDataset(Dataset):
@@ -36,6 +69,8 @@ class SegmentationDataset(Dataset):
         split (`str`): name used in error messages.
         seed (`int`): base of the per-sample augmentation seeds.
         with_reference (`bool`): also return the evaluation reference (panoptic-style dict, original resolution).
+        dense_targets (`bool`): give `mask_labels` as `(num_segments, H, W)` bool masks ([`encode_targets`]) instead
+            of a [`SegmentIndexMap`] ([`encode_target_map`], the default; same losses, a fraction of the memory).
     """
 
     def __init__(
@@ -47,10 +82,11 @@ class SegmentationDataset(Dataset):
         split: str = "train",
         seed: int = 0,
         with_reference: bool = False,
+        dense_targets: bool = False,
     ) -> None:
         if len(dataset) == 0:
             raise DataError(f"the {split} split is empty; expected at least one sample.")
-        adapter.check_columns(dataset.column_names, split)
+        adapter.check_columns(dataset.column_names, split, getattr(dataset, "features", None))
         self.dataset = dataset
         self.adapter = adapter
         self.transform = transform
@@ -58,6 +94,7 @@ class SegmentationDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.with_reference = with_reference
+        self.dense_targets = dense_targets
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -75,13 +112,14 @@ class SegmentationDataset(Dataset):
             generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(index))) % (2**63))
             sample = self.transform(sample, generator)
         item["image"] = sample.image
-        item["mask_labels"], item["class_labels"] = encode_targets(sample)
+        encode = encode_targets if self.dense_targets else encode_target_map
+        item["mask_labels"], item["class_labels"] = encode(sample)
         return item
 
 
 class Collator:
-    """Normalise and pad images to the batch's largest (rounded up to `size_divisor`, or to `pad_size`), pad target
-    masks with 0 (padding belongs to no segment).
+    """Normalise and pad images to the batch's largest (rounded up to `size_divisor`, or to `pad_size`), pad targets
+    (dense masks with 0, [`SegmentIndexMap`]s with their ignore value: padding belongs to no segment).
 
     Args:
         image_mean, image_std (`float` or `Sequence[float]`): normalisation of `x * rescale_factor`, one value for
@@ -136,7 +174,11 @@ class Collator:
                 image_std=self.image_std,
             )
             pixel_mask[index, :h, :w] = 1
-            mask_labels.append(pad_bottom_right(item["mask_labels"], (height, width), False))
+            targets = item["mask_labels"]
+            if isinstance(targets, SegmentIndexMap):
+                mask_labels.append(targets.pad(height, width))
+            else:
+                mask_labels.append(pad_bottom_right(targets, (height, width), False))
             class_labels.append(item["class_labels"])
         batch = {
             "pixel_values": pixel_values,

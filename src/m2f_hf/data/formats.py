@@ -1,7 +1,7 @@
 """Dataset formats: label sets, and decoding of the three annotation formats to one panoptic-style form.
 
-Every sample, whatever its task, becomes a `Sample`: the image as a `(3, H, W)` uint8 tensor, an `(H, W)` int64 map of
-segment ids (0 = void) and the segments' model class index and crowd flag. Augmentations then only move one map,
+Every sample, whatever its task, becomes a `Sample`: the image as a `(C, H, W)` tensor (`decode_image`: any PIL
+mode, 16-bit and float data, as many channels as the model takes), an `(H, W)` int64 map of segment ids (0 = void) and the segments' model class index and crowd flag. Augmentations then only move one map,
 and target masks and evaluation references are read from it.
 
 Formats (column names are arguments of `examples/train.py`):
@@ -24,6 +24,11 @@ import numpy as np
 import torch
 
 from ..processing.image_ops import to_chw_tensor
+
+try:
+    from PIL import Image as PILImage
+except ImportError:  # pragma: no cover - PIL is a dependency
+    PILImage = None
 
 TASKS = ("semantic", "instance", "panoptic")
 DEFAULT_COLUMNS = {
@@ -131,8 +136,11 @@ def resolve_label_set(features: Any, categories_file: str | None, dataset_dir: s
 
 @dataclass
 class Sample:
-    """One decoded sample: `image` `(3, H, W)` uint8, `segments` `(H, W)` int64 ids (0 = void), and per segment id its
-    model class index and crowd flag."""
+    """One decoded sample: `image` `(C, H, W)` (uint8, or float32 on the 0-255 scale for 16-bit / float data),
+    `segments` int64 ids (0 = void), and per segment id its model class index and crowd flag.
+
+    `segments` is `(H, W)`, or `(L, H, W)` for overlapping instances: L layers, each pixel of a layer holding one
+    segment id or 0, every segment in exactly one layer. Transforms, targets and references accept both."""
 
     image: torch.Tensor
     segments: torch.Tensor
@@ -146,6 +154,59 @@ def _as_array(value: Any, name: str) -> np.ndarray:
     return np.array(value)  # a writable copy (PIL arrays are read-only)
 
 
+def decode_image(
+    value: Any, where: str, *, num_channels: int = 3, scaling: str = "range", stored_dtype: str | None = None
+) -> torch.Tensor:
+    """A dataset's image (a PIL image of any mode, or an array / nested lists) as a `(num_channels, H, W)` tensor on
+    the 0-255 scale, read as the processor reads images at inference (`to_chw_tensor`): uint8 for 8-bit images;
+    float32 for 16-bit and float ones, scaled by `scaling` and not rounded, so training sees the precision that
+    inference sees. Grey is replicated for an RGB model and alpha dropped; other channel mismatches raise.
+    """
+    if value is None:
+        raise DataError(f"{where} is missing (None).")
+    if not (PILImage is not None and isinstance(value, PILImage.Image)):
+        value = np.array(value)  # a writable copy (nested lists, read-only arrays)
+        if stored_dtype in ("uint8", "uint16") and value.dtype.kind in "iu" and value.dtype != stored_dtype:
+            limit = np.iinfo(stored_dtype).max
+            if value.size and (value.min() < 0 or value.max() > limit):
+                raise DataError(
+                    f"{where}: values {value.min()}..{value.max()} do not fit the column's dtype {stored_dtype}."
+                )
+            value = value.astype(stored_dtype)
+        if value.dtype.kind in "iu" and value.dtype not in (np.uint8, np.uint16):
+            # integers stored as int32/int64 (e.g. nested lists): 8-bit values, else a mistake
+            if value.size and (value.min() < 0 or value.max() > 255):
+                raise DataError(
+                    f"{where}: integer image values must lie in [0, 255], got {value.min()}..{value.max()} as "
+                    f"{value.dtype}; store 16-bit data as uint16 (e.g. datasets' Array3D(dtype='uint16') or a 16-bit "
+                    "PNG/TIFF), which is scaled by its range."
+                )
+            value = value.astype(np.uint8)
+    try:
+        return to_chw_tensor(value, where, num_channels=num_channels, scaling=scaling)
+    except ValueError as error:
+        raise DataError(str(error)) from error
+
+
+def training_channels(processor, config) -> int:
+    """The channel count training reads images with: the model's (`config.num_channels`), checked against what the
+    image processor makes (its `num_channels`, or per-channel `image_mean` / `image_std`), so that training and
+    inference see the same channels."""
+    from ..processing.settings import channel_count
+
+    wanted = int(getattr(config, "num_channels", None) or 3)
+    made = channel_count(
+        {name: getattr(processor, name, None) for name in ("num_channels", "image_mean", "image_std")}
+    )
+    if made is not None and made != wanted:
+        raise DataError(
+            f"the model takes {wanted}-channel images (config.num_channels) but the image processor makes {made} "
+            f"(num_channels={processor.num_channels!r}, image_mean={processor.image_mean!r}); give the processor "
+            f"{wanted} image_mean / image_std values (or one scalar each)."
+        )
+    return wanted
+
+
 class FormatAdapter:
     """Decode dataset rows of one task to `Sample`s, checking them and naming the sample in every error.
 
@@ -155,6 +216,10 @@ class FormatAdapter:
         image_column, label_column (`str`), segments_info_column (`str`, panoptic only): column names.
         ignore_index (`int`): void value of semantic maps (and R values of instance maps that are void).
         do_reduce_labels (`bool`): semantic maps whose 0 means "other": 0 becomes void and the others decrease by 1.
+        num_channels (`int`): channels of the model's input (the processor's `num_channels`): grey, RGB, RGB +
+            near-infrared, 13 multispectral bands, ... (see `decode_image`).
+        scaling (`str`): how 16-bit and float images come to the 0-255 scale: "range" or "minmax" (the processor's
+            `scaling`).
     """
 
     def __init__(
@@ -167,9 +232,14 @@ class FormatAdapter:
         segments_info_column: str | None = None,
         ignore_index: int = 255,
         do_reduce_labels: bool = False,
+        num_channels: int = 3,
+        scaling: str = "range",
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
+        self.num_channels = num_channels
+        self.scaling = scaling
+        self.image_storage_dtype: str | None = None  # set from the dataset's features (`check_columns`)
         self.task = task
         self.label_set = label_set
         self.image_column = image_column
@@ -190,6 +260,8 @@ class FormatAdapter:
         segments_info_column: str | None = None,
         ignore_index: int = 255,
         do_reduce_labels: bool = False,
+        num_channels: int = 3,
+        scaling: str = "range",
     ) -> FormatAdapter:
         """An adapter with the task's default column names (`DEFAULT_COLUMNS`) where a name is not given."""
         if task not in TASKS:
@@ -206,6 +278,8 @@ class FormatAdapter:
             segments_info_column=columns["segments_info"],
             ignore_index=ignore_index,
             do_reduce_labels=do_reduce_labels,
+            num_channels=num_channels,
+            scaling=scaling,
         )
 
     @property
@@ -215,26 +289,28 @@ class FormatAdapter:
             columns.append(self.segments_info_column)
         return columns
 
-    def check_columns(self, column_names: Sequence[str], split: str) -> None:
+    def check_columns(self, column_names: Sequence[str], split: str, features: Mapping | None = None) -> None:
+        """Check that the split has the columns; with the split's `features`, note the image column's declared
+        dtype (an `Array2D`/`Array3D` of uint16 arrives as int64 and is read back as 16-bit)."""
         missing = [c for c in self.columns if c not in column_names]
         if missing:
             raise DataError(
                 f"the {split} split has no column {missing} (columns: {list(column_names)}); name the right ones "
                 "with --image_column_name / --label_column_name / --segments_info_column_name."
             )
+        feature = (features or {}).get(self.image_column)
+        declared = getattr(feature, "dtype", None)  # Array2D/3D: "uint16", ...; Image: "PIL.Image.Image"
+        self.image_storage_dtype = declared if declared in ("uint8", "uint16") else None
 
     def __call__(self, row: Mapping[str, Any], where: str) -> Sample:
         """Decode `row`; `where` names it in errors (e.g. "train sample 12")."""
-        image = _as_array(row[self.image_column], f"{where}: column {self.image_column!r}")
-        if np.issubdtype(image.dtype, np.integer) and image.dtype != np.uint8:
-            if image.size and (image.min() < 0 or image.max() > 255):
-                raise DataError(
-                    f"{where}: integer image values must lie in [0, 255], got {image.min()}..{image.max()}."
-                )
-            image = image.astype(np.uint8)  # e.g. an image stored as nested lists
-        image = to_chw_tensor(image, where)
-        if image.dtype != torch.uint8:
-            image = image.clamp(0, 255).round().to(torch.uint8)
+        image = decode_image(
+            row[self.image_column],
+            f"{where}: column {self.image_column!r}",
+            num_channels=self.num_channels,
+            scaling=self.scaling,
+            stored_dtype=self.image_storage_dtype,
+        )
         label = _as_array(row[self.label_column], f"{where}: column {self.label_column!r}")
         if label.shape[:2] != tuple(image.shape[-2:]):
             raise DataError(
@@ -317,12 +393,29 @@ class FormatAdapter:
         return segments, classes, crowd
 
 
+def flatten_layers(segments: torch.Tensor) -> torch.Tensor:
+    """An `(H, W)` segment map from an `(L, H, W)` layered one: where layers overlap, the earliest layer's segment
+    (the earlier annotation) keeps the pixel. A flat map is returned as it is."""
+    if segments.dim() == 2:
+        return segments
+    flat = segments[-1].clone()
+    for layer in reversed(segments[:-1]):
+        flat = torch.where(layer != 0, layer, flat)
+    return flat
+
+
 def reference_from_sample(sample: Sample) -> dict[str, Any]:
-    """The panoptic-style evaluation reference of a sample (model class indices)."""
+    """The panoptic-style evaluation reference of a sample (model class indices): `segmentation` is an `(H, W)`
+    segment map. A layered sample's overlaps go to the earliest layer in it; its full layers are kept under
+    `segmentation_layers`, and `overlapping_pixels` counts the pixels of later layers that the flat map lost."""
     present = set(torch.unique(sample.segments).tolist())
     segments_info = [
         {"id": segment_id, "category_id": label, "iscrowd": int(sample.crowd.get(segment_id, False))}
         for segment_id, label in sample.classes.items()
         if segment_id in present
     ]
-    return {"segmentation": sample.segments, "segments_info": segments_info}
+    reference = {"segmentation": flatten_layers(sample.segments), "segments_info": segments_info}
+    if sample.segments.dim() == 3:
+        reference["segmentation_layers"] = sample.segments
+        reference["overlapping_pixels"] = int((sample.segments != 0).sum() - (reference["segmentation"] != 0).sum())
+    return reference

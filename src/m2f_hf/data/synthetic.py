@@ -6,6 +6,7 @@ told apart by colour, texture and shape, so a small model learns them in a few h
 
 Usage:
     python -m m2f_hf.data.synthetic --task panoptic --output_dir shapes-panoptic --num_train 64 --num_validation 16
+    python -m m2f_hf.data.synthetic --task instance --format coco --output_dir shapes-coco   # COCO instances JSON
 
 Formats (see docs/training.md): semantic (`image`, `annotation` = class-id map, 255 unused), instance (`image`,
 `annotation` = RGB with class in R and instance in G, things only), panoptic (`image`, `label` = RGB-encoded ids,
@@ -161,6 +162,51 @@ def save_synthetic_dataset(output_dir: str, task: str, **kwargs) -> str:
     return output_dir
 
 
+COCO_CATEGORY_IDS = {"circle": 1, "square": 3, "triangle": 8}  # gaps on purpose, as COCO's ids have
+
+
+def save_synthetic_coco(output_dir: str, *, num_train: int = 32, num_validation: int = 8, size=64, seed: int = 0):
+    """The instance scenes as a COCO instances dataset: `instances_train.json` and `instances_validation.json` in
+    `output_dir` (RLE masks of the visible part of each shape, non-contiguous category ids 1, 3, 8) and the images
+    in `train/` and `validation/` beside them (`file_name` relative to the JSON's folder)."""
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    categories = [{"id": COCO_CATEGORY_IDS[name], "name": name, "supercategory": "shape"} for name in THINGS]
+    paths = []
+    for offset, (split, count) in enumerate((("train", num_train), ("validation", num_validation))):
+        rng = np.random.default_rng([seed, offset])  # the scenes of make_synthetic_dataset("instance")
+        os.makedirs(os.path.join(output_dir, split), exist_ok=True)
+        images, annotations = [], []
+        for index in range(count):
+            image, segment_map, segments = render_scene(rng, size)
+            file_name = f"{split}/{index:05d}.png"
+            Image.fromarray(image).save(os.path.join(output_dir, file_name))
+            images.append({"id": index + 1, "file_name": file_name, "height": size[0], "width": size[1]})
+            for segment in segments:
+                if segment["name"] not in COCO_CATEGORY_IDS:
+                    continue
+                mask = np.asfortranarray((segment_map == segment["id"]).astype(np.uint8))
+                rle = mask_utils.encode(mask)
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": index + 1,
+                        "category_id": COCO_CATEGORY_IDS[segment["name"]],
+                        "segmentation": {"size": list(size), "counts": rle["counts"].decode("ascii")},
+                        "area": int(mask_utils.area(rle)),
+                        "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                        "iscrowd": 0,
+                    }
+                )
+        path = os.path.join(output_dir, f"instances_{split}.json")
+        with open(path, "w") as handle:
+            json.dump({"images": images, "annotations": annotations, "categories": categories}, handle)
+        paths.append(path)
+    return paths
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=["semantic", "instance", "panoptic"], required=True)
@@ -169,7 +215,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_validation", type=int, default=16)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--format", choices=["datasets", "coco"], default="datasets", help="coco: an instances JSON per split"
+    )
     args = parser.parse_args(argv)
+    if args.format == "coco":
+        if args.task != "instance":
+            parser.error("--format coco writes instance annotations; use --task instance.")
+        kwargs = dict(num_train=args.num_train, num_validation=args.num_validation, size=args.size, seed=args.seed)
+        for path in save_synthetic_coco(args.output_dir, **kwargs):
+            print(f"wrote {path}")
+        return
     save_synthetic_dataset(
         args.output_dir,
         args.task,

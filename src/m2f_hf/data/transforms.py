@@ -1,5 +1,7 @@
 """Training augmentations (paper 4.2) acting on a `Sample` (uint8 image + segment-id map), with an explicit generator.
 
+The segment map may be `(H, W)` or layered `(L, H, W)` (overlapping instances): every layer moves with the image.
+
 - `LargeScaleJitter` (instance, panoptic): random scale of the crop size in [0.1, 2.0] keeping the aspect ratio, a
   fixed-size random crop (padded when the image is smaller), horizontal flip.
 - `SemanticAugment` (semantic, MaskFormer's ADE20K recipe): random resize of the shorter side to the crop size times
@@ -31,7 +33,9 @@ def _coin(generator: torch.Generator, probability: float = 0.5) -> bool:
 def resize_sample(sample: Sample, height: int, width: int) -> Sample:
     """Bilinear image, nearest segment ids."""
     image = resize_batch(sample.image[None], (height, width), "bilinear")[0]
-    segments = resize_batch(sample.segments[None, None], (height, width), "nearest")[0, 0]
+    leading = sample.segments.shape[:-2]  # () or (layers,)
+    layers = sample.segments.reshape(1, -1, *sample.segments.shape[-2:])  # (1, layers, H, W)
+    segments = resize_batch(layers, (height, width), "nearest")[0].reshape(*leading, height, width)
     return replace(sample, image=image, segments=segments)
 
 
@@ -44,7 +48,7 @@ def random_crop(sample: Sample, crop: tuple[int, int], generator: torch.Generato
     return replace(
         sample,
         image=sample.image[:, top : top + crop_h, left : left + crop_w],
-        segments=sample.segments[top : top + crop_h, left : left + crop_w],
+        segments=sample.segments[..., top : top + crop_h, left : left + crop_w],
     )
 
 
@@ -102,6 +106,8 @@ class PhotometricDistortion:
     def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         from torchvision.transforms.v2 import functional as TF
 
+        dtype = image.dtype
+        colour = image.shape[0] == 3  # saturation and hue exist for RGB only
         image = image.float()
         if _coin(generator):
             image = image + _uniform(generator, -self.brightness_delta, self.brightness_delta)
@@ -109,19 +115,26 @@ class PhotometricDistortion:
 
         def contrast(x):
             if _coin(generator):
-                x = TF.adjust_contrast(x.clamp(0, 255) / 255, _uniform(generator, *self.contrast_range)) * 255
+                factor = _uniform(generator, *self.contrast_range)
+                if colour:
+                    x = TF.adjust_contrast(x.clamp(0, 255) / 255, factor) * 255
+                else:  # towards the image's mean, as adjust_contrast does with RGB's grey mean
+                    x = x.clamp(0, 255)
+                    x = (x - x.mean()) * factor + x.mean()
             return x
 
         if contrast_first:
             image = contrast(image)
-        if _coin(generator):
+        if _coin(generator) and colour:
             image = TF.adjust_saturation(image.clamp(0, 255) / 255, _uniform(generator, *self.saturation_range)) * 255
-        if _coin(generator):
+        if _coin(generator) and colour:
             hue = _uniform(generator, -self.hue_delta, self.hue_delta) / 360.0
             image = TF.adjust_hue(image.clamp(0, 255) / 255, hue) * 255
         if not contrast_first:
             image = contrast(image)
-        return image.clamp(0, 255).round().to(torch.uint8)
+        image = image.clamp(0, 255)
+        # 8-bit images stay 8-bit; deeper ones (16-bit, float, on the 0-255 scale) keep their precision
+        return image.round().to(torch.uint8) if dtype == torch.uint8 else image
 
 
 class SemanticAugment:

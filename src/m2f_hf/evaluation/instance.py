@@ -126,7 +126,8 @@ class InstanceEvaluator(Evaluator):
             `segments_info` in order, a list of COCO RLE dicts in the order of `segments_info`, or transformers'
             list of row-major run lists (one per value of the id map, background first).
         references: panoptic-style `{"segmentation": (H, W) segment ids, "segments_info": [{"id", "category_id",
-            "iscrowd"}]}`; crowd segments become COCO `iscrowd` regions.
+            "iscrowd"}]}`; crowd segments become COCO `iscrowd` regions. Overlapping instances: an optional
+            `"segmentation_layers"` `(L, H, W)` map (each segment in one layer) is read instead of `segmentation`.
     """
 
     def __init__(
@@ -169,15 +170,40 @@ class InstanceEvaluator(Evaluator):
             id2label=self.id2label,
             label_keys=REFERENCE_LABEL_KEYS,
         )
-        compact = compact_segment_map(ref_map, table.ids, name=f"references[{index}]['segmentation']", strict=False)
         things = np.flatnonzero(np.isin(table.labels, list(self.thing_ids)))
-        rles = _encode_compact(compact, torch.from_numpy(things + 1))
+        layers = reference.get("segmentation_layers")
+        if layers is None:
+            compact = compact_segment_map(
+                ref_map, table.ids, name=f"references[{index}]['segmentation']", strict=False
+            )
+            rles = _encode_compact(compact, torch.from_numpy(things + 1))
+        else:
+            rles = self._layered_rles(layers, ref_map, table, things, index)
         # Segments listed in segments_info but absent from the map (e.g. lost in resizing) cannot be found: skip.
         return [
             {"segmentation": rle, "category_id": int(table.labels[k]), "iscrowd": int(table.iscrowd[k]), "area": area}
             for k, rle, area in zip(things, rles, _areas(rles))
             if area > 0
         ]
+
+    def _layered_rles(self, layers: Any, ref_map: torch.Tensor, table: SegmentTable, things: np.ndarray, index: int):
+        """RLEs of overlapping reference instances from `(L, H, W)` layers (`reference_from_sample` of a layered
+        sample), where the flat `segmentation` has lost the overlaps; each segment lives in one layer."""
+        name = f"references[{index}]['segmentation_layers']"
+        layers = as_index_map(layers, name, ndim=3)
+        if layers.shape[1:] != ref_map.shape:
+            raise ValueError(
+                f"`{name}` has shape {tuple(layers.shape)}; expected (layers, {ref_map.shape[0]}, {ref_map.shape[1]}), "
+                "the size of its 'segmentation'."
+            )
+        per_layer = [
+            _encode_compact(
+                compact_segment_map(layer, table.ids, name=name, strict=False), torch.from_numpy(things + 1)
+            )
+            for layer in layers
+        ]
+        areas = np.array([_areas(rles) for rles in per_layer]).reshape(len(per_layer), len(things))
+        return [per_layer[int(np.argmax(areas[:, k]))][k] for k in range(len(things))]
 
     def _encode_predictions(self, prediction: Mapping, ref_map: torch.Tensor, index: int) -> list[dict]:
         name = f"predictions[{index}]"

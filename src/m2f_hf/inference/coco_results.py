@@ -56,6 +56,20 @@ def _reference_ids(reference: str | os.PathLike) -> dict[str, dict]:
     return by_name
 
 
+def results_records(image_id, segments: list[dict], task: str) -> list[dict]:
+    """The COCO results entries of one image's segment records (`inference.records.segments_to_records`): instance
+    `{"image_id", "category_id", "segmentation", "score", "bbox", "area"}` (what `COCO.loadRes` reads), semantic
+    the same without score, bbox and area. `m2f-segment --format coco` and `examples/evaluate.py
+    --predictions_file` both write these."""
+    results = []
+    for s in segments:
+        record = {"image_id": image_id, "category_id": s["category_id"], "segmentation": s["segmentation"]}
+        if task == "instance":
+            record.update(score=s["score"], bbox=s["bbox"], area=s["area"])
+        results.append(record)
+    return results
+
+
 class CocoResultsWriter(ImageWriter):
     """Per image the JSON document (and for panoptic the COCO PNG); at the end, the COCO results file.
 
@@ -143,11 +157,7 @@ class CocoResultsWriter(ImageWriter):
                     }
                 )
                 continue
-            for s in segments:
-                record = {"image_id": image_id, "category_id": s["category_id"], "segmentation": s["segmentation"]}
-                if self.task == "instance":
-                    record.update(score=s["score"], bbox=s["bbox"], area=s["area"])
-                results.append(record)
+            results.extend(results_records(image_id, segments, self.task))
         written = []
         results_path = self.output_dir / RESULTS_FILES[self.task]
         if self.task == "panoptic":
@@ -216,4 +226,5 @@ __all__ = [
     "id_map_to_rgb",
     "read_instance_results",
     "read_panoptic_results",
+    "results_records",
 ]

@@ -32,7 +32,8 @@ class LoadedModel:
 
     @property
     def device(self):
-        return next(self.model.parameters()).device
+        # PreTrainedModel and the onnxruntime model class (m2f_hf.export.M2FOnnxModel) both say where inputs go
+        return self.model.device
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -62,6 +63,45 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
+def _load_onnx_folder(path: str, source: str, device) -> LoadedModel:
+    """A folder exported by `m2f-export` (model.onnx + config.json + preprocessor_config.json), run by onnxruntime:
+    on its CPU provider, or CUDA's (then the CPU's for what CUDA lacks) when `device` is a CUDA device."""
+    from ..image_processing_m2f import M2FImageProcessor
+
+    try:
+        from ..export.runtime import CPU_PROVIDER, CUDA_PROVIDER, M2FOnnxModel, OnnxModelError
+    except ImportError as error:  # onnxruntime missing
+        raise ModelLoadError(
+            f"model {source!r} is an exported ONNX folder; running it needs onnxruntime "
+            f'(pip install "m2f_hf[export]"): {error}'
+        ) from error
+    import onnxruntime
+
+    providers = [CPU_PROVIDER]
+    if device.type == "cuda":
+        if CUDA_PROVIDER in onnxruntime.get_available_providers():
+            providers.insert(0, CUDA_PROVIDER)
+        else:
+            import warnings
+
+            warnings.warn(
+                f"model {source!r}: this onnxruntime has no {CUDA_PROVIDER} (pip install onnxruntime-gpu); running the "
+                "exported model on the CPU.",
+                stacklevel=3,
+            )
+    try:
+        model = M2FOnnxModel.from_pretrained(path, providers=providers)
+    except OnnxModelError as error:
+        raise ModelLoadError(f"model {source!r}: {error}") from error
+    try:
+        processor = M2FImageProcessor.from_pretrained(path)
+    except (OSError, ValueError, TypeError) as error:
+        raise ModelLoadError(
+            f"cannot load the image processor of {source!r} (preprocessor_config.json): {error}"
+        ) from error
+    return LoadedModel(model=model, processor=processor, source=source)
+
+
 def _model_type(spec: str, local: bool) -> str | None:
     """`model_type` of the checkpoint's config.json (a local folder or a Hub repo)."""
     if local:
@@ -86,9 +126,25 @@ def _model_type(spec: str, local: bool) -> str | None:
         raise ModelLoadError(f"cannot read {config_file} of model {spec!r}: {error}") from error
 
 
-def load_segmentation_model(spec: str | None, device="cpu") -> LoadedModel:
+def _to_precision(model, dtype: str | None, device):
+    """The loaded float32 model in `dtype` (None / float32, bfloat16, int8: m2f_hf.export.precision)."""
+    if dtype is None or dtype == "float32":
+        return model
+    from ..export.precision import check_precision, to_precision
+
+    try:
+        check_precision(dtype)
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from error
+    if dtype == "int8" and device.type != "cpu":
+        raise ModelLoadError(f"dtype int8 (dynamic quantisation) runs on the CPU; the device is {device.type}.")
+    return to_precision(model, dtype)
+
+
+def load_segmentation_model(spec: str | None, device="cpu", dtype: str | None = None) -> LoadedModel:
     """Our checkpoint, a transformers-native one (converted on load), or the bundled default model when `spec` is
-    None; in evaluation mode, on `device` (a torch device or `auto` / `cpu` / `cuda`).
+    None; in evaluation mode, on `device` (a torch device or `auto` / `cpu` / `cuda`), in `dtype` (None or
+    "float32", "bfloat16", "int8": m2f_hf.export.precision; post-processing stays float32).
 
     Raises:
         ModelLoadError: no such folder or Hub repo, a folder without config.json, a broken checkpoint or processor.
@@ -113,6 +169,13 @@ def load_segmentation_model(spec: str | None, device="cpu") -> LoadedModel:
         raise ModelLoadError(f"model {spec!r}: no such file or directory (and not a Hub id such as 'owner/name').")
     if local and not os.path.isdir(path):
         raise ModelLoadError(f"model {spec!r} is a file; expected a checkpoint directory with config.json.")
+    if local and os.path.isfile(os.path.join(path, "model.onnx")):
+        if dtype not in (None, "float32"):
+            raise ModelLoadError(
+                f"dtype {dtype} is for PyTorch checkpoints; the exported ONNX folder {source!r} runs in the precision "
+                "it was exported in (quantise it with m2f_hf.export.quantize_onnx_int8 for int8)."
+            )
+        return _load_onnx_folder(path, source, device)
     model_type = _model_type(path, local)
     try:
         if model_type == "mask2former":
@@ -131,4 +194,5 @@ def load_segmentation_model(spec: str | None, device="cpu") -> LoadedModel:
         raise ModelLoadError(
             f"cannot load the image processor of {source!r} (preprocessor_config.json): {error}"
         ) from error
-    return LoadedModel(model=model.to(device).eval(), processor=processor, source=source)
+    model = _to_precision(model.to(device).eval(), dtype, device)
+    return LoadedModel(model=model, processor=processor, source=source)

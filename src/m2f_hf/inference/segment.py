@@ -152,6 +152,9 @@ def segment_batch(
         if options.task == "panoptic"
         else processor.post_process_instance_segmentation
     )
+    if options.task == "panoptic":
+        # as the original's panoptic inference: the segments of one stuff class are one segment
+        common["label_ids_to_fuse"] = stuff_label_ids(loaded.model.config)
     if options.task == "instance":
         common["thing_ids"] = None if options.keep_all_classes else getattr(loaded.model.config, "thing_ids", None)
         if options.full_instance_masks:
@@ -164,6 +167,12 @@ def segment_batch(
         **common,
     )
     return [{"segmentation": r["segmentation"].cpu(), "segments_info": r["segments_info"]} for r in results]
+
+
+def stuff_label_ids(config) -> set[int]:
+    """Classes whose segments panoptic inference merges into one per class: the stuff classes when the config knows
+    its thing classes (`config.thing_ids`), else none (every query stays its own segment, as in transformers)."""
+    return set(getattr(config, "stuff_ids", None) or ())
 
 
 def image_size(image, processor) -> tuple[int, int]:

@@ -113,8 +113,11 @@ def sliding_semantic(loaded, array: np.ndarray, grid: WindowGrid) -> torch.Tenso
 
 def sliding_segments(loaded, array: np.ndarray, grid: WindowGrid, options) -> dict:
     """Instance or panoptic segments of the whole image from its windows, merged across window borders."""
+    from .segment import stuff_label_ids
+
     processor = loaded.processor
-    merger = WindowMerger(grid, instance=options.task == "instance")
+    fuse = set() if options.task == "instance" else stuff_label_ids(loaded.model.config)
+    merger = WindowMerger(grid, instance=options.task == "instance", fuse_labels=fuse)
     thresholds = {
         "threshold": options.threshold,
         "mask_threshold": options.mask_threshold,
@@ -126,6 +129,7 @@ def sliding_segments(loaded, array: np.ndarray, grid: WindowGrid, options) -> di
         thresholds["thing_ids"] = thing_ids
     else:
         post_process = processor.post_process_panoptic_segmentation
+        thresholds["label_ids_to_fuse"] = fuse  # one segment per stuff class, as plain panoptic inference
     for r in range(len(grid.rows)):
         for batch in _batches(grid, r):
             outputs, pixel_mask, sizes = _forward(loaded, _crops(array, grid, batch))

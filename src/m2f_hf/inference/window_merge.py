@@ -49,11 +49,15 @@ class WindowMerger:
     Args:
         grid: the windows.
         instance: the windows are instance results (ids from 0, -1 for no instance); else panoptic (0 for none).
+        fuse_labels: panoptic: classes (stuff) whose segments are one segment of the whole image, as plain panoptic
+            inference fuses them (`label_ids_to_fuse`).
     """
 
-    def __init__(self, grid: WindowGrid, *, instance: bool) -> None:
+    def __init__(self, grid: WindowGrid, *, instance: bool, fuse_labels=()) -> None:
         self.grid = grid
         self.instance = instance
+        self.fuse_labels = set(fuse_labels)
+        self.fused_node: dict[int, int] = {}  # fused class -> its first node
         self.nodes = _UnionFind()
         self.labels: list[int] = [-1]
         self.scores: list[float] = [0.0]
@@ -74,6 +78,8 @@ class WindowMerger:
             self.labels.append(int(segment["label_id"]))
             self.scores.append(float(segment["score"]))
             self.pixels.append(0)
+            if self.labels[-1] in self.fuse_labels:
+                self.nodes.union(self.fused_node.setdefault(self.labels[-1], node), node)
         nodes = lookup[local.clamp_(min=0)]  # (h, w) node ids
         y0, x0 = self.grid.rows[row], self.grid.cols[col]
         (top, bottom), (left, right) = self.core_rows[row], self.core_cols[col]
@@ -135,7 +141,12 @@ class WindowMerger:
         segments = []
         for index, root in enumerate(visible):
             segments.append(
-                {"id": index + base, "label_id": self.labels[root], "was_fused": False, "score": round(score[root], 6)}
+                {
+                    "id": index + base,
+                    "label_id": self.labels[root],
+                    "was_fused": self.labels[root] in self.fuse_labels,
+                    "score": round(score[root], 6),
+                }
             )
         position = {root: index + base for index, root in enumerate(visible)}
         for node in range(1, len(self.labels)):

@@ -13,7 +13,8 @@ resize rule, so the padding added here is cropped off again.
 
 For our processor the pipeline also reads images with `image_modes` instead of transformers' `load_image`, whose
 `convert("RGB")` turns 16-bit images white (`scaling="minmax"` stretches each image's range), and instance
-segmentation keeps only the model's thing classes (`config.thing_ids`) unless `keep_all_classes=True`.
+segmentation keeps only the model's thing classes (`config.thing_ids`) unless `keep_all_classes=True`; panoptic
+segmentation merges the segments of each stuff class into one, as the original does (when the config knows them).
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ class M2FImageSegmentationPipeline(ImageSegmentationPipeline):
                 overlap_mask_area_threshold=overlap_mask_area_threshold,
                 keep_all_classes=keep_all_classes,
             )
-        if subtask != "instance" or not self._ours():
+        if subtask not in {"instance", "panoptic", None} or not self._ours():
             return super().postprocess(
                 model_outputs,
                 subtask=subtask,
@@ -163,15 +164,23 @@ class M2FImageSegmentationPipeline(ImageSegmentationPipeline):
                 mask_threshold=mask_threshold,
                 overlap_mask_area_threshold=overlap_mask_area_threshold,
             )
-        thing_ids = None if keep_all_classes else getattr(self.model.config, "thing_ids", None)
-        result = self.image_processor.post_process_instance_segmentation(
-            model_outputs,
-            threshold=threshold,
-            mask_threshold=mask_threshold,
-            overlap_mask_area_threshold=overlap_mask_area_threshold,
-            target_sizes=model_outputs["target_size"],
-            thing_ids=thing_ids,
-        )[0]
+        from ..inference.segment import stuff_label_ids
+
+        common = {
+            "threshold": threshold,
+            "mask_threshold": mask_threshold,
+            "overlap_mask_area_threshold": overlap_mask_area_threshold,
+            "target_sizes": model_outputs["target_size"],
+        }
+        if subtask == "instance":
+            thing_ids = None if keep_all_classes else getattr(self.model.config, "thing_ids", None)
+            result = self.image_processor.post_process_instance_segmentation(
+                model_outputs, thing_ids=thing_ids, **common
+            )[0]
+        else:  # panoptic (also transformers' choice when no subtask is given)
+            result = self.image_processor.post_process_panoptic_segmentation(
+                model_outputs, label_ids_to_fuse=stuff_label_ids(self.model.config), **common
+            )[0]
         segmentation = result["segmentation"].cpu().numpy()
         annotations = []
         for segment in result["segments_info"]:
@@ -208,7 +217,9 @@ class M2FImageSegmentationPipeline(ImageSegmentationPipeline):
 
     def check_model_type(self, supported_models):
         # transformers compares against its built-in class names only; a class registered with one of the Auto
-        # segmentation mappings is supported as well
+        # segmentation mappings is supported as well, and so is an exported model run by onnxruntime
+        if getattr(type(self.model), "m2f_pipeline_compatible", False):
+            return
         from transformers.models.auto.modeling_auto import (
             MODEL_FOR_IMAGE_SEGMENTATION_MAPPING,
             MODEL_FOR_INSTANCE_SEGMENTATION_MAPPING,
