@@ -27,3 +27,22 @@ def save_mosaic(path: str, height: int, width: int, **kwargs) -> str:
 
     Image.fromarray(shapes_mosaic(height, width, **kwargs)).save(path, compress_level=1)
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a large mosaic of the bundled model's synthetic scenes.")
+    parser.add_argument("--height", type=int, required=True)
+    parser.add_argument("--width", type=int, required=True)
+    parser.add_argument("--output", required=True, help="PNG file to write")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    from pathlib import Path
+
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {save_mosaic(args.output, args.height, args.width, seed=args.seed)}")
+
+
+if __name__ == "__main__":
+    main()

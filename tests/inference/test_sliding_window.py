@@ -149,9 +149,9 @@ def test_sliding_windows_segment_a_16_bit_image_like_its_8_bit_twin(loaded, wide
 
 def test_an_image_too_large_for_plain_inference_gets_the_suggestion(loaded, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(limits, "available_memory", lambda device=None: 10_000_000)
-    image = _example(0)  # 20 queries x 128 x 128 x 8 bytes = 2.6 MB: fits
+    image = _example(0)  # 20 queries x 128 x 128 x 9 bytes = 2.9 MB: fits in 3/4 of 10 MB
     segment_image(loaded, image, SegmentOptions())
-    big = np.ascontiguousarray(np.tile(image, (2, 3, 1)))  # 256 x 384: 15.7 MB, more than the 10 MB "free"
+    big = np.ascontiguousarray(np.tile(image, (2, 3, 1)))  # 256 x 384: 17.7 MB, more than the 10 MB "free"
     with pytest.raises(ImageTooLargeError, match=r"a 384x256 image needs about 0.0 GB .* --sliding-window"):
         segment_image(loaded, big, SegmentOptions())
     assert isinstance(ImageTooLargeError("x"), MemoryError)  # the demo shows MemoryError messages as they are

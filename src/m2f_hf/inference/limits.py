@@ -2,16 +2,18 @@
 memory.
 
 Plain post-processing upsamples each query's mask logits to the image's full size (one float per query and pixel),
-and works on about as much again (sigmoids, binary masks): roughly 8 bytes x queries x pixels. The bundled model
-(20 queries) measured 2.14 GB for a 4000x3000 photo (docs/benchmarks.md); a 100-query COCO model needs about 10 GB
-for the same photo. Sliding windows (`SegmentOptions(sliding_window=True)`, `m2f-segment --sliding-window`) need
+and works on about as much again (sigmoids, binary masks): roughly 9 bytes x queries x pixels (the bundled model,
+20 queries, measured 2.14 GB for a 4000x3000 photo: 8.9 bytes per query and pixel; a 100-query COCO model needs
+about 11 GB for the same photo). An image is refused when that is more than `FREE_FRACTION` of the free memory (the
+rest is the model, the image itself and whatever else runs). Sliding windows (`SegmentOptions(sliding_window=True)`, `m2f-segment --sliding-window`) need
 memory for one window instead.
 """
 
 from __future__ import annotations
 
 # bytes per query and pixel that plain post-processing needs at its peak (logits and their sigmoids, float32)
-BYTES_PER_QUERY_PIXEL = 8
+BYTES_PER_QUERY_PIXEL = 9
+FREE_FRACTION = 0.75
 
 
 class ImageTooLargeError(MemoryError):
@@ -53,7 +55,7 @@ def check_plain_inference_fits(loaded, image_sizes, options) -> None:
     height, width = max(image_sizes, key=lambda size: size[0] * size[1])
     needed = plain_inference_bytes(num_queries, height, width)
     free = available_memory(getattr(loaded, "device", None))
-    if free is None or needed <= free:
+    if free is None or needed <= FREE_FRACTION * free:
         return
     passes = ""
     if getattr(options, "tta", False):

@@ -71,6 +71,11 @@ class SegmentOptions:
                 "full_instance_masks (whole, overlapping instance masks: --format coco --task instance) cannot be "
                 "combined with sliding_window, whose instances are the visible parts merged over the windows."
             )
+        if self.tta and self.task != "semantic":
+            raise ValueError(
+                f"tta is for task='semantic'; got task={self.task!r} (docs/inference.md: flip and scale ensembling "
+                "of instance and panoptic masks was measured and did not help enough to ship)."
+            )
         if self.sliding_window and self.tta:
             raise ValueError("sliding_window and tta cannot be combined; choose one.")
 

@@ -93,6 +93,14 @@ def _compact(ids: np.ndarray, segments: list[_Segment]) -> np.ndarray:
     return compact
 
 
+def _contours_in_rows(compact: np.ndarray, rows: slice, width: int) -> np.ndarray:
+    """`_contours` of the rows `rows` only, computed on them plus enough rows around them to be exact (an edge
+    needs one neighbour, and the widening reaches `width` / 2 pixels)."""
+    halo = max(1, int(round(width / 2))) + 1
+    top, bottom = max(0, rows.start - halo), min(compact.shape[0], rows.stop + halo)
+    return _contours(compact[top:bottom], width)[rows.start - top : rows.stop - top]
+
+
 # pixels per block when blending and counting (a large image's float copies stay about 50 MB)
 _BLOCK_PIXELS = 1 << 22
 # most segments labelled on one picture (the largest ones); the legend counts them all
@@ -178,25 +186,21 @@ def draw_segmentation(
     means = np.where(sampled[:, None] > 0, sums / np.maximum(sampled, 1)[:, None], 255.0)
     legend = _legend_layout(segments, colors, means, counts, alpha, semantic, scale, legend_width, (width, height))
 
-    # the picture (image and legend) is one array, filled in blocks of rows: float copies stay small on large images
-    output = np.full((legend["height"], width + legend["width"], 3), 255, dtype=np.uint8)
+    # the picture (image and legend) is filled in blocks of rows: float copies stay small on large images
+    picture = Image.new("RGB", (width + legend["width"], legend["height"]), WHITE)
     lookup = np.concatenate([np.zeros((1, 3), dtype=np.float32), colors])  # row 0 "no segment": the image
     opacity = np.array([0.0] + [alpha] * len(segments), dtype=np.float32)
-    edge = _contours(compact, scale.contour_px) if contours and segments else None
     for rows in _row_blocks(height, width):
         pixels, block = image_pixels[rows].astype(np.float32), compact[rows]
         blended = lookup[block]
         blended -= pixels
         blended *= opacity[block][..., None]
         blended += pixels  # (1 - alpha) * image + alpha * colour on segments, the image elsewhere
-        if edge is not None:
-            edges = edge[rows]
+        if contours and segments:
+            edges = _contours_in_rows(compact, rows, scale.contour_px)
             blended[edges] = lookup[block[edges]]
         blended += 0.5
-        output[rows, :width] = blended  # a convex combination: already in [0, 255]
-    del edge
-    picture = Image.fromarray(output)
-    del output
+        picture.paste(Image.fromarray(blended.astype(np.uint8)), (0, rows.start))  # convex: already in [0, 255]
     if show_labels and segments:
         _draw_labels(picture, compact, segments, scale, counts, (width, height))
     _draw_legend(picture, legend, scale, width)
