@@ -8,7 +8,8 @@
 # paper reports about 6 GB), time, and a profile of one step -> end-to-end inference against transformers -> the
 # kernel's scalar variant on the benchmark cases -> m2f-segment on a folder (batches, workers, COCO results) on the
 # GPU -> the ops package's CPU-side tests with a GPU present -> the web demo on the GPU -> ONNX: onnxruntime's CUDA
-# provider and TensorRT engines (plugin graph) on exported files against PyTorch, and the export package's cuda tests.
+# provider and TensorRT engines (plugin graph) on exported files against PyTorch, and the export package's cuda tests
+# -> bf16 with CUDA graphs against transformers (scripts/bf16_gpu_check.py; alone: python scripts/bf16_gpu_check.py).
 # Every step runs under its own time limit inside an overall budget (< 9 minutes), a failing step does not stop the
 # following ones. OUTPUT_DIR receives three files: summary.json (each step's status and duration, the test counts
 # and the benchmark figures), gpu_check.log (every step's log, in order) and tests.xml (the cuda tests, JUnit).
@@ -105,6 +106,9 @@ run_step demo_cuda 90 "$PYTHON" -c "from m2f_hf.demo.app import DemoApp; from m2
 # plugin graph (needs `tensorrt`; each is reported as skipped when missing), against PyTorch in the same run; then the
 # export tests' cuda test (a TensorRT engine from the plugin graph against PyTorch)
 run_step onnx_gpu 240 "$PYTHON" scripts/onnx_gpu_check.py --backbone resnet50 --repeats 5
+# low precision (issue 14): fps at batch 1 and 8, 512 and 1024, transformers fp32/bf16 vs ours fp32/bf16/bf16 with CUDA
+# graphs (torch.compile mode="reduce-overhead"), one run
+run_step bf16_gpu 300 "$PYTHON" scripts/bf16_gpu_check.py --repeats 10
 run_step onnx_tests 120 "$PYTHON" -m pytest -m cuda tests/export -q -rs -p no:cacheprovider
 
 "$PYTHON" - "$OUT_DIR" "$WORK_DIR" <<'PY'
@@ -147,6 +151,8 @@ for name in ("benchmark_uniform", "benchmark_local", "benchmark_scalar_uniform",
 summary["inference"] = json_lines("inference")
 onnx_rows = json_lines("onnx_gpu")
 summary["onnx_gpu"] = onnx_rows[-1] if onnx_rows else None
+bf16_rows = json_lines("bf16_gpu")
+summary["bf16_gpu"] = bf16_rows[-1] if bf16_rows else None
 train = json_lines("train_memory")
 if train:
     row = train[-1]

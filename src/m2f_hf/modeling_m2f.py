@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -128,6 +129,26 @@ def _check_pixel_values(pixel_values: torch.Tensor, num_channels: int, min_size:
         )
 
 
+def _refuse_exported_folder(name_or_path) -> None:
+    """An `m2f-export` folder (model.onnx, no PyTorch weights) gets a clear error instead of "no weights found"."""
+    folder = os.path.expanduser(str(name_or_path))
+    has_weights = any(os.path.exists(os.path.join(folder, name)) for name in _WEIGHT_FILES)
+    if os.path.isfile(os.path.join(folder, "model.onnx")) and not has_weights:
+        raise OSError(
+            f"{str(name_or_path)!r} is an exported ONNX model (model.onnx, no PyTorch weights): load it with "
+            "m2f_hf.export.M2FOnnxModel.from_pretrained (for pipeline(): model=M2FOnnxModel.from_pretrained(path), "
+            "image_processor=M2FImageProcessor.from_pretrained(path)), or run m2f-segment --model on it."
+        )
+
+
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
 def _is_transformers_native(name_or_path, kwargs: dict) -> bool:
     """Whether `name_or_path` holds a transformers `Mask2FormerConfig` (read from its config.json only)."""
     hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
@@ -136,6 +157,24 @@ def _is_transformers_native(name_or_path, kwargs: dict) -> bool:
     except OSError:
         return False  # let from_pretrained raise its usual error
     return config_dict.get("model_type") == "mask2former"
+
+
+def _requested_dtype(kwargs: dict) -> torch.dtype | None:
+    """`dtype=` (transformers 5) or `torch_dtype=` (its older name) of a `from_pretrained` call, as a torch dtype;
+    None for neither or "auto" (the checkpoint's own float32)."""
+    value = kwargs.get("dtype", kwargs.get("torch_dtype"))
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, str):
+        value = getattr(torch, value, None) if not value.startswith("torch.") else getattr(torch, value[6:], None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype or its name (e.g. 'bfloat16'), got {value!r}.")
+    return value
+
+
+def _low_precision_cpu(pixel_values: torch.Tensor) -> bool:
+    """bf16 / fp16 on the CPU: oneDNN's fast half-precision convolutions (AMX / AVX-512 BF16) want channels-last."""
+    return pixel_values.device.type == "cpu" and pixel_values.dtype in (torch.bfloat16, torch.float16)
 
 
 class M2FPreTrainedModel(PreTrainedModel):
@@ -152,6 +191,7 @@ class M2FPreTrainedModel(PreTrainedModel):
         """Load one of our checkpoints; a transformers-native Mask2Former checkpoint (config `model_type`
         "mask2former", e.g. `facebook/mask2former-swin-small-coco-instance`) is converted on load instead of being
         read as if it were ours (its weight names differ, so every weight would be missing)."""
+        _refuse_exported_folder(pretrained_model_name_or_path)
         if (
             kwargs.get("config") is None
             and not model_args
@@ -161,6 +201,9 @@ class M2FPreTrainedModel(PreTrainedModel):
 
             hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
             model = from_transformers_pretrained(str(pretrained_model_name_or_path), **hub_kwargs)
+            dtype = _requested_dtype(kwargs)
+            if dtype is not None:
+                model = model.to(dtype)
             if cls is M2FModel or (isinstance(cls, type) and issubclass(cls, M2FModel)):
                 return model.model
             if not isinstance(model, cls):
@@ -293,6 +336,12 @@ class M2FModel(M2FPreTrainedModel):
                 f"{tuple(pixel_values.shape[-2:])}."
             )
 
+        # the processor gives float32; a model loaded or cast to bf16 computes in its own dtype
+        dtype = next(self.backbone.parameters()).dtype
+        if pixel_values.dtype != dtype and dtype.is_floating_point:
+            pixel_values = pixel_values.to(dtype)
+        if _low_precision_cpu(pixel_values):
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         features = self.backbone(pixel_values)
         pixel_output = self.pixel_decoder(
             features, output_hidden_states=output_hidden_states, output_attentions=output_attentions

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from .fused_linear import conv1x1, fusion_applies, linear
+from .fused_linear import apply, conv1x1, fusion_applies, has_weight_tensor, linear
 from .ops import multi_scale_deformable_attention, winograd
 from .position_encoding import sine_position_embedding
 
@@ -80,7 +80,7 @@ class MultiScaleDeformableAttention(nn.Module):
         batch, num_queries, _ = query.shape
         num_keys = value_input.shape[1]
         heads, levels, points = self.num_heads, self.num_levels, self.num_points
-        value = linear(value_input, self.value_proj.weight, self.value_proj.bias)
+        value = apply(self.value_proj, value_input)
         value = value.view(batch, num_keys, heads, self.embed_dim // heads)
         # Offsets and attention logits read the same query: one matrix product instead of two. Offsets are in
         # pixels of each level and are normalised by its (width, height): dividing the offset rows of the weights
@@ -89,19 +89,28 @@ class MultiScaleDeformableAttention(nn.Module):
         num_offsets = self.sampling_offsets.out_features
         normalizer = spatial_shapes.flip(-1).to(query.dtype)  # (num_levels, 2) as (width, height)
         normalizer = normalizer[None, :, None, :].expand(heads, levels, points, 2).reshape(num_offsets, 1)
-        projected = linear(
-            query,
-            torch.cat((self.sampling_offsets.weight / normalizer, self.attention_weights.weight)),
-            torch.cat((self.sampling_offsets.bias / normalizer[:, 0], self.attention_weights.bias)),
-        )
-        offsets = projected[..., :num_offsets].reshape(batch, num_queries, heads, levels, points, 2)
-        logits = projected[..., num_offsets:].reshape(batch, num_queries, heads, levels * points)
+        if has_weight_tensor(self.sampling_offsets) and has_weight_tensor(self.attention_weights):
+            projected = linear(
+                query,
+                torch.cat((self.sampling_offsets.weight / normalizer, self.attention_weights.weight)),
+                torch.cat((self.sampling_offsets.bias / normalizer[:, 0], self.attention_weights.bias)),
+            )
+            offsets, logits = projected[..., :num_offsets], projected[..., num_offsets:]
+        else:  # int8 modules: two products, the offsets normalised after
+            offsets = self.sampling_offsets(query) / normalizer[:, 0]
+            logits = self.attention_weights(query)
+        offsets = offsets.reshape(batch, num_queries, heads, levels, points, 2)
+        logits = logits.reshape(batch, num_queries, heads, levels * points)
         # torch's fused softmax on accelerators; on the CPU its kernel is slow for rows this short
+        if logits.dtype in (torch.bfloat16, torch.float16):
+            # half precision: the weights and the locations (float32 reference points + offsets) in float32, as
+            # the sampling computes them (8 mantissa bits would move a point by a quarter pixel at 64 pixels)
+            logits = logits.float()
         probs = _SmallSoftmax.apply(logits) if logits.device.type == "cpu" else logits.softmax(-1)
         weights = probs.view(batch, num_queries, heads, levels, points)
-        locations = reference_points[None, :, None, None, None, :] + offsets
+        locations = reference_points[None, :, None, None, None, :] + offsets.to(reference_points.dtype)
         output = multi_scale_deformable_attention(value, spatial_shapes, level_start_index, locations, weights)
-        attended = linear(output, self.output_proj.weight, self.output_proj.bias, residual=residual)
+        attended = apply(self.output_proj, output, residual=residual)
         return attended, (weights if return_weights else None)
 
 
@@ -231,8 +240,8 @@ class DeformableEncoderLayer(GradientCheckpointingLayer):
             hidden_states = self.self_attn_layer_norm(residual)
             if fusion_applies(hidden_states) and not self._plain_feed_forward(hidden_states):
                 # inference on the CPU: fc1 + bias + ReLU, then fc2 + bias + residual, each one oneDNN call
-                hidden = linear(hidden_states, self.fc1.weight, self.fc1.bias, relu=True)
-                hidden_states = linear(hidden, self.fc2.weight, self.fc2.bias, residual=hidden_states)
+                hidden = apply(self.fc1, hidden_states, relu=True)
+                hidden_states = apply(self.fc2, hidden, residual=hidden_states)
             else:
                 ffn = self._feed_forward(hidden_states)
                 hidden_states = hidden_states + F.dropout(ffn, self.dropout, self.training)
@@ -248,6 +257,8 @@ class DeformableEncoderLayer(GradientCheckpointingLayer):
 
     def _blockwise_training(self, residual: torch.Tensor) -> bool:
         """With autograd and ReLU: `_BlockwiseNormFeedForward` (norm, FFN and residual, keeping only the input)."""
+        if not (has_weight_tensor(self.fc1) and has_weight_tensor(self.fc2)):
+            return False  # int8 modules (inference only)
         needs_grad = residual.requires_grad or self.fc1.weight.requires_grad
         if torch.compiler.is_compiling():  # its loop over token blocks would fix the token count in a traced graph
             return False
@@ -258,6 +269,7 @@ class DeformableEncoderLayer(GradientCheckpointingLayer):
         into a preallocated output: the same row-by-row products as the plain formulation."""
         # traced (torch.compile / torch.export): no Python loop over a token count that may be symbolic
         plain = torch.is_grad_enabled() or torch.compiler.is_compiling() or self._plain_feed_forward(hidden_states)
+        plain = plain or not has_weight_tensor(self.fc2)
         if plain:
             return self.fc2(F.dropout(self.activation(self.fc1(hidden_states)), self.dropout, self.training))
         flat = hidden_states.reshape(-1, hidden_states.shape[-1])
@@ -267,6 +279,12 @@ class DeformableEncoderLayer(GradientCheckpointingLayer):
             hidden = self.activation(self.fc1(flat[start : start + rows]))
             torch.addmm(self.fc2.bias, hidden, self.fc2.weight.t(), out=out[start : start + rows])
         return out.view_as(hidden_states)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for a channels-last (and not also NCHW-contiguous) 4-D map, else contiguous_format."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def _shape_tensor(shapes: list[tuple[int, int]], device) -> torch.Tensor:
@@ -399,7 +417,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
         sizes = [h * w for h, w in shapes]
         level_sizes = spatial_shapes.prod(1)
         level_start_index = torch.cat((level_sizes.new_zeros(1), level_sizes.cumsum(0)[:-1]))
-        reference_points = self.reference_points(shapes, device=device, dtype=hidden_states.dtype)
+        # at least float32: in bf16 the cell centres of a 64-wide level would be a quarter pixel off
+        points_dtype = torch.promote_types(hidden_states.dtype, torch.float32)
+        reference_points = self.reference_points(shapes, device=device, dtype=points_dtype)
 
         all_states = () if output_hidden_states else None
         all_weights = () if output_attentions else None
@@ -429,14 +449,20 @@ class MSDeformAttnPixelDecoder(nn.Module):
             lateral_features = lateral[1:](conv1x1(lateral[0], fine))
             # the coarser map is a (B, C, h, w) view of token-major memory; torch's bilinear kernel is ten times
             # slower on that layout than on a contiguous copy (43 vs 4 ms at 64x64 -> 128x128, 256 channels)
+            # (a channels-last lateral map, as the low-precision CPU path gives, takes a channels-last copy)
+            layout = _memory_format(lateral_features)
             upsampled = F.interpolate(
-                outputs[-1].contiguous(), size=lateral_features.shape[-2:], mode="bilinear", align_corners=False
+                outputs[-1].contiguous(memory_format=layout),
+                size=lateral_features.shape[-2:],
+                mode="bilinear",
+                align_corners=False,
             )
             # CPU inference with the CPU kernel built: the 3x3 by Winograd's F(2x2, 3x3) (ops/winograd.py)
             convolved = winograd.conv3x3(output_conv[0], lateral_features + upsampled)
             outputs.append(output_conv[1:](convolved))
         return PixelDecoderOutput(
-            mask_features=conv1x1(self.mask_projection, outputs[-1]),
+            # contiguous: the decoder's mask products read it as (B, C, H*W) once per layer
+            mask_features=conv1x1(self.mask_projection, outputs[-1]).contiguous(),
             multi_scale_features=tuple(outputs[: self.num_levels]),
             encoder_hidden_states=all_states,
             attentions=all_weights,

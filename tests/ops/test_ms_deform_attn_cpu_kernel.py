@@ -66,7 +66,9 @@ def test_many_queries_on_few_keys(make_inputs):
     torch.testing.assert_close(grads[0], ref_grads[0], atol=1e-3, rtol=1e-4)
 
 
-def test_half_precision_takes_the_pytorch_path(make_inputs):
+def test_half_precision_runs_the_float32_kernel(make_inputs):
+    """bf16 values are converted to float32 for the kernel (the PyTorch path computes in float32 too): the two agree
+    to the float32 rounding of the sum, which may flip the last bf16 bit."""
     value, spatial_shapes, level_start_index, locations, weights = make_inputs([(4, 4), (2, 2)], head_dim=8)
     half = value.to(torch.bfloat16)
     out = multi_scale_deformable_attention(
@@ -76,7 +78,11 @@ def test_half_precision_takes_the_pytorch_path(make_inputs):
         half, spatial_shapes, level_start_index, locations, weights, implementation="pytorch"
     )
     assert out.dtype == torch.bfloat16
-    assert torch.equal(out, ref)
+    expected = multi_scale_deformable_attention(
+        half.float(), spatial_shapes, level_start_index, locations, weights, implementation="cpu"
+    ).to(torch.bfloat16)
+    assert torch.equal(out, expected)
+    torch.testing.assert_close(out, ref, rtol=1e-2, atol=1e-2)
 
 
 def test_opcheck_forward_and_backward_ops(make_inputs):

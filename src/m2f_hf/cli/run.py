@@ -23,11 +23,13 @@ DEFAULT_MODEL_NOTE = (
 )
 
 
-def _load_model(spec: str | None, device):
+def _load_model(spec: str | None, device, dtype: str | None = None):
     from ..inference.loading import ModelLoadError, load_segmentation_model
 
+    if dtype == "int8" and device == "auto":
+        device = "cpu"  # int8 dynamic quantisation is a CPU path
     try:
-        return load_segmentation_model(spec, device)
+        return load_segmentation_model(spec, device, dtype=dtype)
     except ModelLoadError as error:
         message = str(error)
         if message.startswith(("model ", "device ")):  # name the option the value came from
@@ -88,6 +90,20 @@ def _make_writer(args, loaded, options, items):
     )
 
 
+def _large_image_options(args: argparse.Namespace) -> dict:
+    """The SegmentOptions fields of --sliding-window and --tta (the library's defaults for options not given)."""
+    from .options import parse_scales
+
+    fields = {"sliding_window": args.sliding_window, "window_size": args.window_size, "tta": args.tta}
+    if args.window_overlap is not None:
+        fields["window_overlap"] = args.window_overlap
+    if args.tta_scales is not None:
+        fields["tta_scales"] = parse_scales(args.tta_scales)
+    if args.no_tta_flip:
+        fields["tta_flip"] = False
+    return fields
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -117,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     failures = len(inputs.errors) if state.is_main_process else 0
     if state.is_main_process:
         _report_inputs(inputs)
-    loaded = _load_model(args.model, _device(args, state))
+    loaded = _load_model(args.model, _device(args, state), getattr(args, "dtype", None))
     if loaded.is_default_model and state.is_main_process:
         print(DEFAULT_MODEL_NOTE, file=sys.stderr)
     try:
@@ -132,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         overlap_mask_area_threshold=args.overlap_mask_area_threshold,
         keep_all_classes=args.all_classes,
         full_instance_masks=args.format == "coco" and args.task == "instance",
+        **_large_image_options(args),
     )
     writer = _make_writer(args, loaded, options, inputs.items)
     unknown = {item.path for item in getattr(writer, "unknown", [])}

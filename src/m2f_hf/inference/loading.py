@@ -24,11 +24,11 @@ class LoadedModel:
 
     model: object
     processor: object
-    source: str  # as given by the user, or DEFAULT_MODEL_NAME (reported in the JSON)
+    source: str  # as given by the user, or DEFAULT_MODEL_NAME (reported in the JSON); " [bfloat16]" / " [int8]" added
 
     @property
     def is_default_model(self) -> bool:
-        return self.source == DEFAULT_MODEL_NAME
+        return self.source.split(" [")[0] == DEFAULT_MODEL_NAME
 
     @property
     def device(self):
@@ -126,9 +126,25 @@ def _model_type(spec: str, local: bool) -> str | None:
         raise ModelLoadError(f"cannot read {config_file} of model {spec!r}: {error}") from error
 
 
-def load_segmentation_model(spec: str | None, device="cpu") -> LoadedModel:
+def _to_precision(model, dtype: str | None, device):
+    """The loaded float32 model in `dtype` (None / float32, bfloat16, int8: m2f_hf.export.precision)."""
+    if dtype is None or dtype == "float32":
+        return model
+    from ..export.precision import check_precision, to_precision
+
+    try:
+        check_precision(dtype)
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from error
+    if dtype == "int8" and device.type != "cpu":
+        raise ModelLoadError(f"dtype int8 (dynamic quantisation) runs on the CPU; the device is {device.type}.")
+    return to_precision(model, dtype)
+
+
+def load_segmentation_model(spec: str | None, device="cpu", dtype: str | None = None) -> LoadedModel:
     """Our checkpoint, a transformers-native one (converted on load), or the bundled default model when `spec` is
-    None; in evaluation mode, on `device` (a torch device or `auto` / `cpu` / `cuda`).
+    None; in evaluation mode, on `device` (a torch device or `auto` / `cpu` / `cuda`), in `dtype` (None or
+    "float32", "bfloat16", "int8": m2f_hf.export.precision; post-processing stays float32).
 
     Raises:
         ModelLoadError: no such folder or Hub repo, a folder without config.json, a broken checkpoint or processor.
@@ -154,6 +170,11 @@ def load_segmentation_model(spec: str | None, device="cpu") -> LoadedModel:
     if local and not os.path.isdir(path):
         raise ModelLoadError(f"model {spec!r} is a file; expected a checkpoint directory with config.json.")
     if local and os.path.isfile(os.path.join(path, "model.onnx")):
+        if dtype not in (None, "float32"):
+            raise ModelLoadError(
+                f"dtype {dtype} is for PyTorch checkpoints; the exported ONNX folder {source!r} runs in the precision "
+                "it was exported in (quantise it with m2f_hf.export.quantize_onnx_int8 for int8)."
+            )
         return _load_onnx_folder(path, source, device)
     model_type = _model_type(path, local)
     try:
@@ -173,4 +194,8 @@ def load_segmentation_model(spec: str | None, device="cpu") -> LoadedModel:
         raise ModelLoadError(
             f"cannot load the image processor of {source!r} (preprocessor_config.json): {error}"
         ) from error
-    return LoadedModel(model=model.to(device).eval(), processor=processor, source=source)
+    model = _to_precision(model.to(device).eval(), dtype, device)
+    if dtype not in (None, "float32"):
+        # the JSON's "model" names the precision, so resuming never mixes results of two precisions
+        source = f"{source} [{dtype}]"
+    return LoadedModel(model=model, processor=processor, source=source)

@@ -6,7 +6,7 @@ autograd formula saves only the op's inputs: the backward op recomputes the samp
 
 ``backend`` is decided by the dispatcher (``dispatch.py``) before the call, so the op itself never guesses:
 ``"cuda"`` runs the compiled CUDA kernel (CUDA tensors), ``"cpu"`` the compiled CPU kernel (float32 / float64 CPU
-tensors; other dtypes take the PyTorch path), ``"pytorch"`` the PyTorch path on any device.
+tensors; bf16 / fp16 values are converted to float32 for its forward, and take the PyTorch path backward), ``"pytorch"`` the PyTorch path on any device.
 """
 
 from __future__ import annotations
@@ -59,6 +59,12 @@ def ms_deform_attn(
     backend: str,
 ) -> torch.Tensor:
     """Multi-scale deformable attention; `(batch, num_queries, num_heads * head_dim)` in `value`'s dtype."""
+    if backend == "cpu" and value.dtype in (torch.bfloat16, torch.float16):
+        # the CPU kernel computes in float32, as the PyTorch path does for half-precision values: the same
+        # arithmetic, several times faster; only the values are converted (the output back to their dtype)
+        kernel = load_cpu_kernel()
+        args = _kernel_inputs(value.float(), spatial_shapes, level_start_index, sampling_locations, attention_weights)
+        return kernel.forward(*args).to(value.dtype)
     kernel = _compiled(backend, value)
     if kernel is not None:
         args = _kernel_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
