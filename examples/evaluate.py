@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.task != expected:
             raise ValueError(f"--dataset_name {args.dataset_name} is a COCO {expected} file; use --task {expected}.")
         label_set = coco.label_set
+        coco.num_channels, coco.scaling = training_channels(processor, model.config), processor.scaling
         print(coco.summary())
         dataset = SegmentationDataset(coco, coco, resize, split=args.split, with_reference=True)
     else:
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
         image_column = args.image_column_name or "image"
         coco = ObjectsSplit(split, ObjectsAdapter(label_set, image_column=image_column), args.split)
         adapter = ObjectsAdapter(label_set, image_column=image_column, decode_masks=False)
+        adapter.num_channels, adapter.scaling = training_channels(processor, model.config), processor.scaling
         dataset = SegmentationDataset(split, adapter, resize, split=args.split, with_reference=True)
     elif coco is None:
         label_set = resolve_label_set(split.features, args.categories_file, local_dir)
@@ -215,6 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
             segments_info_column=args.segments_info_column_name,
             ignore_index=args.ignore_index,
             do_reduce_labels=args.do_reduce_labels,
+            num_channels=training_channels(processor, model.config),
+            scaling=processor.scaling,
         )
         dataset = SegmentationDataset(split, adapter, resize, split=args.split, with_reference=True)
     # images are read as the processor reads them at inference: its channels, its 16-bit scaling

@@ -142,8 +142,9 @@ class Mask2FormerCriterion(nn.Module):
             image = max(range(len(unmatched)), key=unmatched.__getitem__)
             warnings.warn(
                 f"Image {image} of the batch has {len(class_labels[image])} target segments but the model has only "
-                f"{num_queries} queries: the best {num_queries} pairs are matched and {unmatched[image]} targets get "
-                f"no loss ({self.last_unmatched_targets} unmatched in this batch). Crowded images train on, as in "
+                f"{num_queries} queries: the best {num_queries} pairs are matched and {unmatched[image]} "
+                f"{'target gets' if unmatched[image] == 1 else 'targets get'} no loss "
+                f"({self.last_unmatched_targets} unmatched in this batch). Crowded images train on, as in "
                 "the original; raise `num_queries` to train on every target. Shown once; examples/train.py counts "
                 "the unmatched targets in train_log.jsonl.",
                 UserWarning,

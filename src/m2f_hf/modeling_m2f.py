@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -128,6 +129,26 @@ def _check_pixel_values(pixel_values: torch.Tensor, num_channels: int, min_size:
         )
 
 
+def _refuse_exported_folder(name_or_path) -> None:
+    """An `m2f-export` folder (model.onnx, no PyTorch weights) gets a clear error instead of "no weights found"."""
+    folder = os.path.expanduser(str(name_or_path))
+    has_weights = any(os.path.exists(os.path.join(folder, name)) for name in _WEIGHT_FILES)
+    if os.path.isfile(os.path.join(folder, "model.onnx")) and not has_weights:
+        raise OSError(
+            f"{str(name_or_path)!r} is an exported ONNX model (model.onnx, no PyTorch weights): load it with "
+            "m2f_hf.export.M2FOnnxModel.from_pretrained (for pipeline(): model=M2FOnnxModel.from_pretrained(path), "
+            "image_processor=M2FImageProcessor.from_pretrained(path)), or run m2f-segment --model on it."
+        )
+
+
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
 def _is_transformers_native(name_or_path, kwargs: dict) -> bool:
     """Whether `name_or_path` holds a transformers `Mask2FormerConfig` (read from its config.json only)."""
     hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
@@ -170,6 +191,7 @@ class M2FPreTrainedModel(PreTrainedModel):
         """Load one of our checkpoints; a transformers-native Mask2Former checkpoint (config `model_type`
         "mask2former", e.g. `facebook/mask2former-swin-small-coco-instance`) is converted on load instead of being
         read as if it were ours (its weight names differ, so every weight would be missing)."""
+        _refuse_exported_folder(pretrained_model_name_or_path)
         if (
             kwargs.get("config") is None
             and not model_args

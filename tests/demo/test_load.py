@@ -23,8 +23,14 @@ MEMORY_SLACK_MIB = 24
 def _burst(client, examples):
     from gradio_client import handle_file
 
+    from m2f_hf.demo.service import available_options, default_option_value
+
+    # the page's option rows beyond task and threshold (sliding window, TTA, ...), at the CLI's defaults
+    extra = [default_option_value(control.name) for control in available_options()]
     jobs = [
-        client.submit(handle_file(str(examples[i % len(examples)])), "", "panoptic", 0.5, 0.5, api_name="/segment")
+        client.submit(
+            handle_file(str(examples[i % len(examples)])), "", "panoptic", 0.5, 0.5, *extra, api_name="/segment"
+        )
         for i in range(CONCURRENT)
     ]
     return [job.result(timeout=600) for job in jobs]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -14,6 +15,8 @@ from m2f_hf.export.onnx_export import OUTPUT_NAMES, read_metadata
 from m2f_hf.export.runtime import make_session
 from m2f_hf.export.translations import TENSORRT_DOMAIN, TENSORRT_PLUGIN
 from m2f_hf.export.validate import (
+    FLIP_TOLERANCE,
+    MAX_FLIPPED_FRACTION,
     PARITY_TOLERANCE,
     STANDARD_DOMAINS,
     check_interface,
@@ -35,6 +38,10 @@ def test_onnxruntime_matches_pytorch_at_other_sizes(tiny_exports, backbone):
     for comparison in comparisons:
         assert comparison.class_logits <= PARITY_TOLERANCE, comparison
         assert comparison.mask_logits <= PARITY_TOLERANCE, comparison
+        assert (
+            comparison.queries_over_tolerance == 0
+            and comparison.num_queries == comparison.shape[0] * model.config.num_queries
+        )
     # and the outputs have the PyTorch model's shapes (queries, classes + 1, 1/4 resolution)
     class_logits, mask_logits = session.run(None, {"pixel_values": torch.zeros(2, 3, 96, 160).numpy()})
     assert class_logits.shape == (2, model.config.num_queries, model.config.num_labels + 1)
@@ -93,6 +100,7 @@ def test_runtime_refuses_a_tensorrt_graph(tensorrt_export):
     [
         ({"opset": 17}, r"opset 17 is too old.*opset 18 or newer"),
         ({"opset": "18"}, r"opset must be an integer, got '18'"),
+        ({"opset": 99}, r"opset 99 is newer than this onnx package knows \(up to \d+\)"),
         (
             {"deform_attn_plugin": "openvino"},
             r"deform_attn_plugin must be None or one of \('tensorrt',\); got 'openvino'",
@@ -158,8 +166,20 @@ def test_full_size_parity(tmp_path, backbone):
     model = M2FForUniversalSegmentation(M2FConfig(backbone_config=backbone_config, num_labels=133)).eval()
     export_onnx(model, tmp_path, validate=False)
     session = make_session(tmp_path / "model.onnx")
-    for comparison in compare_with_pytorch(session, model, [(2, 3, 256, 384), (2, 3, 320, 224)]):
-        assert comparison.worst <= PARITY_TOLERANCE, comparison
+    generator = torch.Generator().manual_seed(0)
+    for shape in [(2, 3, 256, 384), (2, 3, 320, 224)]:
+        pixel_values = torch.randn(*shape, generator=generator)
+        with torch.inference_mode():
+            reference = model(pixel_values=pixel_values)
+        class_logits, mask_logits = session.run(None, {"pixel_values": pixel_values.numpy()})
+        # per (image, query): see validate_export (a query whose masked attention flips at the 0.5 threshold moves
+        # by ~1e-4..1e-3; with random weights one or two per batch do, between our own eager paths as well)
+        per_query = np.maximum(
+            np.abs(class_logits - reference.class_queries_logits.numpy()).max(-1),
+            np.abs(mask_logits - reference.masks_queries_logits.numpy()).reshape(*mask_logits.shape[:2], -1).max(-1),
+        )  # (batch, queries)
+        assert (per_query > PARITY_TOLERANCE).mean() <= MAX_FLIPPED_FRACTION, (shape, np.argwhere(per_query > 1e-4))
+        assert per_query.max() <= FLIP_TOLERANCE, (shape, per_query.max())
 
 
 @pytest.mark.slow  # one more whole-model trace (about 30 s on 2 cores)

@@ -154,3 +154,33 @@ def test_int8_quantisation_runs_and_stays_close(default_export, pytorch_default,
     _, results = _segments(quantised, processor, images, "semantic")
     for result, reference in zip(results, expected):
         assert (result == reference).float().mean() > 0.97  # the class of nearly every pixel is kept
+
+
+def test_from_pretrained_and_the_pipeline_by_path_point_to_the_onnx_class(default_export):
+    from transformers import pipeline
+
+    _, folder, _ = default_export
+    with pytest.raises(OSError, match="exported ONNX model.*M2FOnnxModel.from_pretrained"):
+        M2FForUniversalSegmentation.from_pretrained(folder)
+    with pytest.raises(Exception, match="exported ONNX model.*M2FOnnxModel.from_pretrained"):
+        pipeline("image-segmentation", model=str(folder))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"task": "panoptic", "sliding_window": True, "window_size": 64}, {"task": "semantic", "tta": True}],
+    ids=["sliding_window", "tta"],
+)
+def test_sliding_windows_and_tta_with_the_exported_folder(default_export, options):
+    from m2f_hf.inference.loading import load_segmentation_model
+    from m2f_hf.inference.segment import SegmentOptions, segment_image
+
+    _, folder, _ = default_export
+    image = Image.open(example_images()[2]).convert("RGB")
+    options = SegmentOptions(**options)
+    ours = segment_image(load_segmentation_model(str(folder)), image, options)
+    reference = segment_image(load_segmentation_model(None), image, options)
+    if options.task == "semantic":
+        assert torch.equal(ours, reference) and len(ours.unique()) >= 3
+    else:
+        assert torch.equal(ours["segmentation"], reference["segmentation"]) and len(ours["segments_info"]) >= 3

@@ -84,3 +84,15 @@ def test_pipeline_gives_the_shared_paths_segments(patched):
         assert labels == ["circle", "circle", loaded.id2label[stuff]]
         grass = next(a for a in annotations if a["label"] == loaded.id2label[stuff])
         assert (np.asarray(grass["mask"])[:32] == 255).all()
+
+
+def test_sliding_windows_fuse_stuff_over_the_whole_image(patched):
+    """Each window fuses its stuff segments, and the merge keeps one segment per stuff class for the image."""
+    loaded, stuff = patched
+    image = Image.fromarray(np.full((64, 192, 3), 128, dtype=np.uint8))
+    options = SegmentOptions(task="panoptic", sliding_window=True, window_size=64, window_overlap=0.25)
+    result = segment_image(loaded, image, options)
+    grass = [s for s in result["segments_info"] if s["label_id"] == stuff]
+    assert len(grass) == 1 and grass[0]["was_fused"]
+    top = result["segmentation"][:32] == grass[0]["id"]
+    assert top.float().mean() > 0.95, top.float().mean()  # the windows' border rows may go to their neighbours

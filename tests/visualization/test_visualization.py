@@ -164,3 +164,21 @@ def test_text_and_lines_follow_the_image_size():
     result = _panoptic([(0, (slice(0, 750), slice(0, 2000))), (2, (slice(750, 1500), slice(0, 2000)))], 1500, 2000)
     picture = draw_segmentation(big, result, ID2LABEL)
     assert picture.height == 1500 and picture.width > 2000 + 42 * 4  # legend rows at the large font
+
+
+def test_large_pictures_are_drawn_in_row_blocks_with_the_same_pixels(monkeypatch):
+    """The overlay is blended and outlined block by block (large images); tiny blocks give the whole picture's
+    pixels, contours across block borders included."""
+    from m2f_hf.visualization import draw as draw_module
+
+    rng = np.random.default_rng(0)
+    ids = np.repeat(np.repeat(rng.integers(1, 6, (12, 16)), 9, 0), 7, 1).astype(np.int32)  # 108 x 112 blocks of ids
+    image = rng.integers(0, 256, (*ids.shape, 3), dtype=np.uint8)
+    result = {
+        "segmentation": torch.from_numpy(ids),
+        "segments_info": [{"id": i, "label_id": i % 3, "score": 0.9} for i in range(1, 6)],
+    }
+    whole = np.asarray(draw_module.draw_segmentation(image, result, {0: "a", 1: "b", 2: "c"}))
+    monkeypatch.setattr(draw_module, "_BLOCK_PIXELS", 5 * ids.shape[1])  # 5 rows per block
+    blocks = np.asarray(draw_module.draw_segmentation(image, result, {0: "a", 1: "b", 2: "c"}))
+    assert np.array_equal(whole, blocks)

@@ -11,6 +11,9 @@ import sys
 
 from .. import __version__
 
+# m2f_hf.inference.windows (not imported here: this module runs before any heavy import)
+WINDOW_MULTIPLE, MAX_WINDOW_OVERLAP = 32, 0.9
+
 TASKS = ("panoptic", "instance", "semantic")
 DEVICES = ("auto", "cpu", "cuda")
 FORMATS = ("json", "coco")
@@ -27,6 +30,8 @@ Segment images with Mask2Former (m2f_hf). INPUT is an image file, a folder (its 
   m2f-segment val2017/ --task instance --format coco --coco-images instances_val2017.json
   m2f-segment clip.mp4 --output out
   m2f-segment photo.jpg --model facebook/mask2former-swin-tiny-coco-panoptic
+  m2f-segment aerial.tif --sliding-window --window-size 512 --window-overlap 0.25   (a large image, window by window)
+  m2f-segment photo.jpg --task semantic --tta                          (test-time augmentation)
   accelerate launch -m m2f_hf photos/ --output out                     (the inputs split over the processes)
 """
 
@@ -161,6 +166,45 @@ def add_precision_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_large_image_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "large images and test-time augmentation",
+        "--sliding-window segments each image at its own resolution in overlapping windows: memory follows the "
+        "window, not the image (a 10000x10000 image in under 3 GB); an image that fits in one window is segmented "
+        "whole. --tta (semantic) averages the class scores of several scales and a mirrored copy.",
+    )
+    group.add_argument(
+        "--sliding-window", action="store_true", help="segment large images window by window (docs/inference.md)"
+    )
+    group.add_argument(
+        "--window-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="window side in pixels, a multiple of 32 (default: the model's training size, its processor's "
+        "shortest edge: 128 for the bundled model)",
+    )
+    group.add_argument(
+        "--window-overlap",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help=f"fraction of a window shared with each neighbour, 0 to {MAX_WINDOW_OVERLAP} (default: 0.25)",
+    )
+    group.add_argument(
+        "--tta",
+        action="store_true",
+        help="semantic: test-time augmentation, class scores averaged over --tta-scales and a horizontal flip",
+    )
+    group.add_argument(
+        "--tta-scales",
+        default=None,
+        metavar="S,S,...",
+        help="--tta: factors of the model's input size (default: 0.75,1,1.25)",
+    )
+    group.add_argument("--no-tta-flip", action="store_true", help="--tta: do not add the mirrored image")
+
+
 OPTION_GROUPS = [
     add_input_options,
     add_model_options,
@@ -169,6 +213,7 @@ OPTION_GROUPS = [
     add_picture_options,
     add_batch_options,
     add_precision_options,
+    add_large_image_options,
 ]
 
 
@@ -220,7 +265,48 @@ def _check_precision(args: argparse.Namespace) -> None:
         raise CLIError("--dtype int8 (dynamic quantisation) runs on the CPU; use --device cpu or --dtype bfloat16.")
 
 
-CHECKS = [_check_choices, _check_fractions, _check_batches, _check_inputs, _check_precision]
+def parse_scales(text: str) -> tuple[float, ...]:
+    """`--tta-scales` as floats ("0.75,1,1.25"); `CLIError` naming the value otherwise."""
+    try:
+        scales = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        scales = ()
+    if not scales or any(not 0 < s < float("inf") for s in scales):
+        raise CLIError(f"--tta-scales must be positive numbers separated by commas (e.g. 0.75,1,1.25); got {text!r}.")
+    return scales
+
+
+def _check_large_images(args: argparse.Namespace) -> None:
+    windowed = [name for name in ("window_size", "window_overlap") if getattr(args, name) is not None]
+    if windowed and not args.sliding_window:
+        raise CLIError(f"--{windowed[0].replace('_', '-')} is for --sliding-window; add --sliding-window.")
+    if args.window_size is not None and (args.window_size <= 0 or args.window_size % WINDOW_MULTIPLE):
+        raise CLIError(
+            f"--window-size must be a positive multiple of {WINDOW_MULTIPLE} pixels (the model's coarsest feature "
+            f"stride); got {args.window_size}."
+        )
+    if args.window_overlap is not None and not 0.0 <= args.window_overlap <= MAX_WINDOW_OVERLAP:
+        raise CLIError(f"--window-overlap must lie in [0, {MAX_WINDOW_OVERLAP}]; got {args.window_overlap}.")
+    if (args.tta_scales is not None or args.no_tta_flip) and not args.tta:
+        raise CLIError("--tta-scales and --no-tta-flip are for --tta; add --tta.")
+    if args.tta_scales is not None:
+        parse_scales(args.tta_scales)
+    if args.tta and args.task != "semantic":
+        raise CLIError(
+            f"--tta is for --task semantic; got --task {args.task} (docs/inference.md: flip and scale ensembling of "
+            "instance and panoptic masks did not help)."
+        )
+    if args.tta and args.sliding_window:
+        raise CLIError("--tta and --sliding-window cannot be combined; choose one.")
+    if args.sliding_window and args.format == "coco" and args.task == "instance":
+        raise CLIError(
+            "--sliding-window cannot write --format coco --task instance (COCO AP wants each instance's whole, "
+            "overlapping mask; sliding windows merge the visible parts): use --format json, or leave out "
+            "--sliding-window."
+        )
+
+
+CHECKS = [_check_choices, _check_fractions, _check_batches, _check_inputs, _check_precision, _check_large_images]
 
 
 def check_args(args: argparse.Namespace) -> None:

@@ -90,6 +90,20 @@ def _make_writer(args, loaded, options, items):
     )
 
 
+def _large_image_options(args: argparse.Namespace) -> dict:
+    """The SegmentOptions fields of --sliding-window and --tta (the library's defaults for options not given)."""
+    from .options import parse_scales
+
+    fields = {"sliding_window": args.sliding_window, "window_size": args.window_size, "tta": args.tta}
+    if args.window_overlap is not None:
+        fields["window_overlap"] = args.window_overlap
+    if args.tta_scales is not None:
+        fields["tta_scales"] = parse_scales(args.tta_scales)
+    if args.no_tta_flip:
+        fields["tta_flip"] = False
+    return fields
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -134,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         overlap_mask_area_threshold=args.overlap_mask_area_threshold,
         keep_all_classes=args.all_classes,
         full_instance_masks=args.format == "coco" and args.task == "instance",
+        **_large_image_options(args),
     )
     writer = _make_writer(args, loaded, options, inputs.items)
     unknown = {item.path for item in getattr(writer, "unknown", [])}

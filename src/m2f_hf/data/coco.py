@@ -102,6 +102,7 @@ class CocoDataset:
         decode_masks: bool = True,
     ) -> None:
         self.decode_masks = decode_masks
+        self.num_channels, self.scaling = 3, "range"  # how images are read (train.py sets the processor's)
         self.path = os.fspath(annotation_file)
         data = read_coco_json(self.path)
         self.panoptic = is_panoptic(data)
@@ -219,7 +220,7 @@ class CocoDataset:
         return {"image_id": image["id"], "image": image, "annotations": self.annotations.get(image["id"], [])}
 
     # ------------------------------------------------------------------------------------------------ adapter
-    def check_columns(self, column_names, split: str, features=None) -> None:  # SegmentationDataset's adapter protocol
+    def check_columns(self, column_names, split: str, features=None) -> None:  # SegmentationDataset's protocol
         return None
 
     def __call__(self, row: Mapping, where: str) -> Sample:
@@ -251,22 +252,31 @@ class CocoDataset:
             return Sample(pixels, torch.zeros(height, width, dtype=torch.int64), {}, {})
         with Image.open(os.path.join(self.panoptic_dir, annotation["file_name"])) as png:
             label = np.array(png.convert("RGB"))
+        if label.shape[:2] != tuple(pixels.shape[-2:]):
+            raise DataError(
+                f"{where}: the panoptic PNG {annotation['file_name']!r} has size {label.shape[:2]} but the image has "
+                f"size {tuple(pixels.shape[-2:])}."
+            )
         adapter = FormatAdapter(
             task="panoptic", label_set=self.label_set, image_column="image", label_column="label",
             segments_info_column="segments_info",
         )  # fmt: skip
-        row = {"image": pixels.permute(1, 2, 0).numpy(), "label": label, "segments_info": annotation["segments_info"]}
-        return adapter(row, where)
+        # the tables' panoptic decoding (ids absent from segments_info are void); the image is already read
+        segments, classes, crowd = adapter._panoptic(label, {"segments_info": annotation["segments_info"]}, where)
+        return Sample(image=pixels, segments=segments, classes=classes, crowd=crowd)
 
 
 def load_image_tensor(path: str, where: str, *, num_channels: int = 3, scaling: str = "range") -> torch.Tensor:
-    """An image file as a `(num_channels, H, W)` tensor, read as the processor reads files (`load_image`: EXIF
-    orientation, every mode; 16-bit and float by `scaling`) and as `decode_image` reads dataset images."""
-    from ..processing.image_modes import load_image
+    """An image file as a `(C, H, W)` tensor, read as training reads a dataset's images (`formats.decode_image`:
+    every mode, 16-bit scaled by `scaling`), turned upright by its EXIF orientation as inference does."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     from .formats import decode_image
 
     try:
-        image = load_image(path, scaling=scaling)
-    except OSError as error:
-        raise DataError(f"{where}: cannot read the image {path!r}: {error}.") from error
+        with Image.open(path) as handle:
+            image = ImageOps.exif_transpose(handle)
+            image.load()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+        raise DataError(f"{where}: cannot read the image {path!r} ({error}).") from error
     return decode_image(image, where, num_channels=num_channels, scaling=scaling)

@@ -64,13 +64,16 @@ class ObjectsAdapter:
         decode_masks: bool = True,
     ):
         self.decode_masks = decode_masks
-        self.num_channels, self.scaling = 3, "range"  # set by train.py / evaluate.py, as FormatAdapter's
+        self.num_channels, self.scaling = 3, "range"  # how images are read (train.py sets the processor's)
         self.label_set = label_set
         self.lookup = label_set.lookup()
         self.image_column = image_column
         self.objects_column = objects_column
 
     def check_columns(self, column_names, split: str, features=None) -> None:
+        feature = (features or {}).get(self.image_column)
+        declared = getattr(feature, "dtype", None)  # an Array2D/3D of uint16 arrives as int64 (formats.decode_image)
+        self.image_storage_dtype = declared if declared in ("uint8", "uint16") else None
         missing = [c for c in (self.image_column, self.objects_column) if c not in column_names]
         if missing:
             raise DataError(
@@ -114,11 +117,9 @@ class ObjectsAdapter:
         return checked
 
     def __call__(self, row: Mapping, where: str) -> Sample:
+        where_image = f"{where}: column {self.image_column!r}"
         pixels = decode_image(
-            row[self.image_column],
-            f"{where}: column {self.image_column!r}",
-            num_channels=self.num_channels,
-            scaling=self.scaling,
+            row[self.image_column], where_image, num_channels=self.num_channels, scaling=self.scaling
         )
         height, width = pixels.shape[-2:]
         objects = self.objects(row, height, width, where) if self.decode_masks else []

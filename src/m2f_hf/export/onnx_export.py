@@ -58,6 +58,11 @@ def check_options(*, opset: int, deform_attn_plugin: str | None, dtype: str) -> 
             f"opset {opset} is too old: the exported graph needs ONNX opset {MIN_OPSET} or newer (GridSample, and the "
             f"opset-{MIN_OPSET} forms of Resize, ReduceSum and LayerNormalization that torch's exporter writes)."
         )
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise ExportError(f"opset {opset} is newer than this onnx package knows (up to {newest}).")
     if deform_attn_plugin is not None and deform_attn_plugin not in PLUGINS:
         raise ExportError(f"deform_attn_plugin must be None or one of {PLUGINS}; got {deform_attn_plugin!r}.")
     if dtype not in DTYPES:

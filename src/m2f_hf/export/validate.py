@@ -19,6 +19,9 @@ STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 # onnxruntime's own operators, which its dynamic int8 quantiser may write
 ONNXRUNTIME_DOMAIN = "com.microsoft"
 PARITY_TOLERANCE = 1e-4
+# queries whose masked attention flipped at the 0.5 threshold (see validate_export): how many, and by how much
+MAX_FLIPPED_FRACTION = 0.02
+FLIP_TOLERANCE = 1e-2
 # the plugin's inputs in its order, as (rank, element type) of each (onnx.TensorProto: FLOAT = 1, INT32 = 6)
 TENSORRT_PLUGIN_INPUTS = (
     ("value", 4, 1),
@@ -136,11 +139,14 @@ def check_plugin_inputs(proto) -> None:
 
 @dataclass
 class Comparison:
-    """Largest absolute differences between onnxruntime and PyTorch on one input shape."""
+    """Largest absolute differences between onnxruntime and PyTorch on one input shape, and how many
+    (image, query) pairs differ by more than `PARITY_TOLERANCE` in either logit."""
 
     shape: tuple[int, ...]
     class_logits: float
     mask_logits: float
+    queries_over_tolerance: int = 0
+    num_queries: int = 0
 
     @property
     def worst(self) -> float:
@@ -159,11 +165,16 @@ def compare_with_pytorch(session_or_path, model, shapes, *, seed: int = 0) -> li
         with torch.inference_mode():
             reference = model(pixel_values=pixel_values, output_auxiliary_logits=False)
         class_logits, mask_logits = session.run(list(OUTPUT_NAMES), {INPUT_NAME: pixel_values.numpy()})
+        class_error = np.abs(class_logits - reference.class_queries_logits.numpy())  # (batch, queries, classes)
+        mask_error = np.abs(mask_logits - reference.masks_queries_logits.numpy())
+        per_query = np.maximum(class_error.max(-1), mask_error.reshape(*mask_error.shape[:2], -1).max(-1))
         results.append(
             Comparison(
                 shape=tuple(shape),
-                class_logits=float(np.abs(class_logits - reference.class_queries_logits.numpy()).max()),
-                mask_logits=float(np.abs(mask_logits - reference.masks_queries_logits.numpy()).max()),
+                class_logits=float(class_error.max()),
+                mask_logits=float(mask_error.max()),
+                queries_over_tolerance=int((per_query > PARITY_TOLERANCE).sum()),
+                num_queries=int(per_query.size),
             )
         )
     return results
@@ -189,11 +200,18 @@ def validate_export(path, model, *, deform_attn_plugin: str | None = None, dtype
         return  # onnxruntime cannot run TensorRT's plugin
     model.eval()
     (comparison,) = compare_with_pytorch(path, model, [validation_shape(model)])
-    if dtype == "float32" and not comparison.worst <= PARITY_TOLERANCE:
+    # The masked attention keeps pixels whose previous mask probability is >= 0.5: a logit within float rounding of
+    # 0 may flip one attention-mask pixel and move that query by ~1e-4..1e-3 (our own eager CPU paths differ so
+    # too). The random validation input makes such logits likely, so a few queries may exceed the tolerance;
+    # anything broken in the graph moves every query, or by far more.
+    flipped = comparison.queries_over_tolerance / max(comparison.num_queries, 1)
+    if dtype == "float32" and not (comparison.worst <= FLIP_TOLERANCE and flipped <= MAX_FLIPPED_FRACTION):
         raise ExportValidationError(
-            f"onnxruntime differs from the PyTorch model by {comparison.worst:.3g} (class logits "
-            f"{comparison.class_logits:.3g}, mask logits {comparison.mask_logits:.3g}) at input shape "
-            f"{comparison.shape}; expected at most {PARITY_TOLERANCE}."
+            f"onnxruntime differs from the PyTorch model by up to {comparison.worst:.3g} (class logits "
+            f"{comparison.class_logits:.3g}, mask logits {comparison.mask_logits:.3g}; "
+            f"{comparison.queries_over_tolerance} of {comparison.num_queries} queries beyond {PARITY_TOLERANCE}) at "
+            f"input shape {comparison.shape}; expected {PARITY_TOLERANCE} on at least "
+            f"{1 - MAX_FLIPPED_FRACTION:.0%} of the queries and {FLIP_TOLERANCE} on all."
         )
     if not np.isfinite(comparison.worst):
         raise ExportValidationError(f"onnxruntime returned non-finite logits at input shape {comparison.shape}.")

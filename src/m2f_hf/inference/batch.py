@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..processing.image_ops import pad_bottom_right, round_up
-from .segment import SegmentOptions, segment_batch
+from .limits import ImageTooLargeError, check_plain_inference_fits
+from .segment import SegmentOptions, needs_whole_images, segment_batch
 
 
 def load_rgb_image(path: str, *, scaling: str = "range"):
@@ -61,10 +62,13 @@ class ImageFileDataset(Dataset):
     tensor, for drawing), `pixel_values` ((3, h, w)) and `pixel_mask` ((h, w)) from the processor.
     """
 
-    def __init__(self, paths: list[str], processor, load_image: Callable | None = None) -> None:
+    def __init__(
+        self, paths: list[str], processor, load_image: Callable | None = None, *, preprocess: bool = True
+    ) -> None:
         self.paths = list(paths)
         self.processor = processor
         self.load_image = load_image or load_rgb_image
+        self.preprocess = preprocess  # False: the image only (sliding windows and TTA work on it)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -74,10 +78,14 @@ class ImageFileDataset(Dataset):
             image = self.load_image(self.paths[index])
         except OSError as error:
             return {"index": index, "error": str(error)}
+        # one copy of the pixels (a large image is hundreds of MB): convert only what is not RGB already
+        pixels = torch.from_numpy(np.array(image if image.mode == "RGB" else image.convert("RGB")))
+        if not self.preprocess:
+            return {"index": index, "image": pixels}
         inputs = self.processor(images=[image], return_tensors="pt")
         return {
             "index": index,
-            "image": torch.from_numpy(np.array(image.convert("RGB"))),
+            "image": pixels,
             "pixel_values": inputs["pixel_values"][0],
             "pixel_mask": inputs["pixel_mask"][0],
         }
@@ -94,7 +102,7 @@ def pad_collate(divisor: int):
             "indices": [item["index"] for item in good],
             "images": [item["image"] for item in good],
         }
-        if good:
+        if good and "pixel_values" in good[0]:
             height = round_up(max(item["pixel_values"].shape[-2] for item in good), divisor)
             width = round_up(max(item["pixel_values"].shape[-1] for item in good), divisor)
             batch["pixel_values"] = torch.stack(
@@ -125,6 +133,32 @@ def split_for_this_process(items: list, *, cpu: bool = False) -> tuple[list, obj
         return list(items), state
     with state.split_between_processes(list(items)) as share:
         return list(share), state
+
+
+def _without_too_large(loaded, batch: dict, options, summary: RunSummary, pending: list, on_error) -> dict:
+    """The batch without the images too large for plain inference (each counted as failed, with the suggestion to
+    use sliding windows); the others go on."""
+    keep = []
+    for position, (index, image) in enumerate(zip(batch["indices"], batch["images"])):
+        try:
+            check_plain_inference_fits(loaded, [tuple(image.shape[:2])], options)
+        except ImageTooLargeError as error:
+            summary.failed.append((pending[index].path, str(error)))
+            if on_error is not None:
+                on_error(pending[index], str(error))
+            continue
+        keep.append(position)
+    if len(keep) == len(batch["indices"]):
+        return batch
+    selected = {
+        "errors": batch["errors"],
+        "indices": [batch["indices"][k] for k in keep],
+        "images": [batch["images"][k] for k in keep],
+    }
+    if keep:
+        for key in ("pixel_values", "pixel_mask"):
+            selected[key] = batch[key][keep]
+    return selected
 
 
 def run_images(
@@ -170,7 +204,8 @@ def run_images(
         progress.refresh()
     if not pending:
         return summary
-    dataset = ImageFileDataset([item.path for item in pending], loaded.processor, load_image)
+    whole = needs_whole_images(options)
+    dataset = ImageFileDataset([item.path for item in pending], loaded.processor, load_image, preprocess=not whole)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -185,9 +220,13 @@ def run_images(
             summary.failed.append((pending[index].path, reason))
             if on_error is not None:
                 on_error(pending[index], reason)
+        if not whole:
+            batch = _without_too_large(loaded, batch, options, summary, pending, on_error)
         if batch["indices"]:
             sizes = [tuple(image.shape[:2]) for image in batch["images"]]
-            results = segment_batch(loaded, batch["pixel_values"], batch["pixel_mask"], sizes, options)
+            results = segment_batch(
+                loaded, batch.get("pixel_values"), batch.get("pixel_mask"), sizes, options, images=batch["images"]
+            )
             for index, image, result in zip(batch["indices"], batch["images"], results):
                 written, num_segments = writer.write(pending[index], image.numpy(), result)
                 summary.processed += 1

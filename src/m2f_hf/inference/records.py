@@ -28,15 +28,49 @@ def decode_mask(segmentation: dict):
     return mask_utils.decode(rle).astype(bool)
 
 
-def segment_record(mask, segment_id: int, label_id: int, score, id2label: dict, category_ids=None) -> dict:
-    """The record of one segment given its (H, W) bool numpy mask; `category_ids` maps class index -> dataset id."""
+def encode_mask_in_box(crop, top: int, left: int, size: tuple[int, int]) -> dict:
+    """[`encode_mask`] of an (H, W) = `size` mask that is empty outside `crop`, a bool array placed at (`top`,
+    `left`): the same RLE, computed from the crop alone (a segment of a large image costs its box, not the image)."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    height, width = int(size[0]), int(size[1])
+    crop_height = crop.shape[0]
+    # column-major positions of the mask's pixels in the whole image, in order
+    positions = np.flatnonzero(np.ascontiguousarray(crop.T))
+    columns, rows = np.divmod(positions, crop_height)
+    positions = (columns + left) * height + rows + top
+    if positions.size == 0:
+        counts = [height * width]
+    else:
+        breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+        starts = positions[np.concatenate([[0], breaks])]
+        ends = positions[np.concatenate([breaks - 1, [positions.size - 1]])] + 1
+        gaps = starts - np.concatenate([[0], ends[:-1]])
+        counts = np.stack([gaps, ends - starts], 1).ravel().tolist()
+        if ends[-1] < height * width:
+            counts.append(int(height * width - ends[-1]))
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    counts = rle["counts"]
+    return {"size": [height, width], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+
+
+def segment_record(
+    mask, segment_id: int, label_id: int, score, id2label: dict, category_ids=None, *, box=None, size=None
+) -> dict:
+    """The record of one segment given its (H, W) bool numpy mask; `category_ids` maps class index -> dataset id.
+
+    With `box` (a pair of slices, e.g. from `scipy.ndimage.find_objects`) `mask` is only that box of the segment's
+    mask in an image of `size` (H, W), and the segment has no pixel outside it.
+    """
     import numpy as np
 
+    top, left = (box[0].start, box[1].start) if box is not None else (0, 0)
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     bbox = [0, 0, 0, 0]
     if rows.size:
-        bbox = [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
+        bbox = [int(cols[0] + left), int(rows[0] + top), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
     return {
         "id": int(segment_id),
         "label_id": int(label_id),
@@ -45,8 +79,42 @@ def segment_record(mask, segment_id: int, label_id: int, score, id2label: dict, 
         "score": None if score is None else float(score),
         "area": int(mask.sum()),
         "bbox": bbox,
-        "segmentation": encode_mask(mask),
+        "segmentation": encode_mask(mask) if box is None else encode_mask_in_box(mask, top, left, size),
     }
+
+
+def _boxes(id_map, low: int, high: int) -> list:
+    """Per id in [low, high], the bounding box (a pair of slices) of its pixels in `id_map`, or None: one pass over
+    the map (`scipy.ndimage.find_objects`), in int32 (a shifted copy only when the ids do not start at 1)."""
+    import numpy as np
+    from scipy import ndimage
+
+    labels = id_map
+    if low != 1 or labels.dtype != np.int32:
+        labels = id_map.astype(np.int32)
+        if low != 1:
+            labels += 1 - low
+            np.maximum(labels, 0, out=labels)
+    return ndimage.find_objects(labels, max_label=high - low + 1)
+
+
+def _boxed_records(id_map, segments: list[tuple[int, int, object]], boxes, low, id2label, category_ids) -> list:
+    """Records of the segments (id, label_id, score) of an (H, W) id map, each computed on its bounding box (many
+    segments of a large image stay cheap)."""
+    import numpy as np
+
+    records = []
+    for segment_id, label_id, score in segments:
+        box = boxes[segment_id - low] if 0 <= segment_id - low < len(boxes) else None
+        if box is None:  # no pixel: an empty mask, as the whole-image comparison gives
+            empty = np.zeros(id_map.shape, dtype=bool)
+            records.append(segment_record(empty, segment_id, label_id, score, id2label, category_ids))
+            continue
+        crop = id_map[box] == segment_id
+        records.append(
+            segment_record(crop, segment_id, label_id, score, id2label, category_ids, box=box, size=id_map.shape)
+        )
+    return records
 
 
 def segments_to_records(result, id2label: dict, category_ids=None) -> list[dict]:
@@ -63,15 +131,23 @@ def segments_to_records(result, id2label: dict, category_ids=None) -> list[dict]
     if isinstance(result, dict):
         segmentation = np.asarray(result["segmentation"])
         if segmentation.ndim == 3:  # full instance masks, possibly overlapping
-            masks = [segmentation[k] > 0 for k in range(segmentation.shape[0])]
-        else:
-            masks = [segmentation == s["id"] for s in result["segments_info"]]
-        return [
-            segment_record(mask, s["id"], s["label_id"], s["score"], id2label, category_ids)
-            for mask, s in zip(masks, result["segments_info"])
-        ]
+            return [
+                segment_record(segmentation[k] > 0, s["id"], s["label_id"], s["score"], id2label, category_ids)
+                for k, s in enumerate(result["segments_info"])
+            ]
+        segments = [(int(s["id"]), int(s["label_id"]), s["score"]) for s in result["segments_info"]]
+        if not segments:
+            return []
+        low, high = min(s[0] for s in segments), max(s[0] for s in segments)
+        boxes = _boxes(segmentation, low, high)
+        return _boxed_records(segmentation, segments, boxes, low, id2label, category_ids)
     class_map = np.asarray(result)
-    return [segment_record(class_map == c, c, c, None, id2label, category_ids) for c in np.unique(class_map).tolist()]
+    if class_map.size == 0:
+        return []
+    low, high = int(class_map.min()), int(class_map.max())
+    boxes = _boxes(class_map, low, high)
+    classes = [low + k for k, box in enumerate(boxes) if box is not None]
+    return _boxed_records(class_map, [(c, c, None) for c in classes], boxes, low, id2label, category_ids)
 
 
 def result_document(

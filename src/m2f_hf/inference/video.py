@@ -184,7 +184,9 @@ def run_video(
             for batch in loader:
                 if batch["indices"]:
                     sizes = [tuple(image.shape[:2]) for image in batch["images"]]
-                    results = segment_batch(loaded, batch["pixel_values"], batch["pixel_mask"], sizes, options)
+                    results = segment_batch(
+                        loaded, batch["pixel_values"], batch["pixel_mask"], sizes, options, images=batch["images"]
+                    )
                     for index, moment, image, result in zip(
                         batch["indices"], batch["times"], batch["images"], results
                     ):

@@ -37,6 +37,12 @@ from .image_modes import check_scaling, load_image, load_image_bytes
 from .image_ops import pad_bottom_right, round_up
 
 _IMAGE_KEYS = ("pixel_values", "pixel_mask")
+# call arguments that segment the image itself (m2f_hf.inference.SegmentOptions fields)
+WHOLE_IMAGE_ARGUMENTS = ("sliding_window", "window_size", "window_overlap", "tta", "tta_scales", "tta_flip")
+
+
+def _mask_image(mask: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L")
 
 
 def _pad_images_collate(image_processor, default_collate):
@@ -86,8 +92,10 @@ class M2FImageSegmentationPipeline(ImageSegmentationPipeline):
     """`ImageSegmentationPipeline` that batches images of different sizes for `M2FImageProcessor`, reads every
     image mode, and keeps only thing classes in instance segmentation.
 
-    Extra call arguments: `scaling` (`"range"` or `"minmax"`, for 16-bit and float images) and `keep_all_classes`
-    (instance segmentation: also return instances of the stuff classes).
+    Extra call arguments: `scaling` (`"range"` or `"minmax"`, for 16-bit and float images), `keep_all_classes`
+    (instance segmentation: also return instances of the stuff classes), and the large-image and test-time
+    augmentation arguments of `m2f_hf.inference.SegmentOptions`: `sliding_window`, `window_size`,
+    `window_overlap`, `tta`, `tta_scales`, `tta_flip` (one image per forward pass: `batch_size` 1).
     """
 
     def _sanitize_parameters(self, **kwargs):
@@ -96,6 +104,10 @@ class M2FImageSegmentationPipeline(ImageSegmentationPipeline):
             preprocess_params["scaling"] = check_scaling(kwargs["scaling"])
         if "keep_all_classes" in kwargs:
             postprocess_params["keep_all_classes"] = bool(kwargs["keep_all_classes"])
+        whole = {name: kwargs[name] for name in WHOLE_IMAGE_ARGUMENTS if name in kwargs}
+        if whole:
+            preprocess_params["whole_image"] = True
+            postprocess_params["whole_image"] = whole
         return preprocess_params, forward_params, postprocess_params
 
     def _ours(self) -> bool:
@@ -103,17 +115,26 @@ class M2FImageSegmentationPipeline(ImageSegmentationPipeline):
 
         return isinstance(self.image_processor, M2FImageProcessor)
 
-    def preprocess(self, image, subtask=None, timeout=None, scaling=None):
+    def preprocess(self, image, subtask=None, timeout=None, scaling=None, whole_image=False):
         if not self._ours():
-            if scaling is not None:
-                raise ValueError("`scaling` needs the m2f_hf image processor (M2FImageProcessor).")
+            if scaling is not None or whole_image:
+                raise ValueError(
+                    "`scaling`, `sliding_window` and `tta` need the m2f_hf image processor (M2FImageProcessor)."
+                )
             return super().preprocess(image, subtask=subtask, timeout=timeout)
         scaling = scaling if scaling is not None else self.image_processor.scaling
         image = load_pipeline_image(image, timeout=timeout, scaling=scaling)
+        if whole_image:  # sliding windows and TTA pre-process the image themselves, after the forward step
+            return {"whole_image": image}
         # the processor scales PIL images as they come (for a file already scaled, that is the identity)
         inputs = self.image_processor(images=[image], return_tensors="pt", scaling=scaling).to(self.dtype)
         inputs["target_size"] = [(image.height, image.width)]
         return inputs
+
+    def _forward(self, model_inputs):
+        if "whole_image" in model_inputs:
+            return model_inputs
+        return super()._forward(model_inputs)
 
     def postprocess(
         self,
@@ -123,7 +144,18 @@ class M2FImageSegmentationPipeline(ImageSegmentationPipeline):
         mask_threshold=0.5,
         overlap_mask_area_threshold=0.5,
         keep_all_classes=False,
+        whole_image=None,
     ):
+        if whole_image is not None:
+            return self._whole_image(
+                model_outputs["whole_image"],
+                whole_image,
+                task=subtask,
+                threshold=threshold,
+                mask_threshold=mask_threshold,
+                overlap_mask_area_threshold=overlap_mask_area_threshold,
+                keep_all_classes=keep_all_classes,
+            )
         if subtask not in {"instance", "panoptic", None} or not self._ours():
             return super().postprocess(
                 model_outputs,
@@ -157,6 +189,32 @@ class M2FImageSegmentationPipeline(ImageSegmentationPipeline):
             annotations.append({"score": segment["score"], "label": label, "mask": mask})
         return annotations
 
+    def _whole_image(self, image, arguments: dict, *, task, **thresholds) -> list[dict]:
+        """Segment `image` with sliding windows or TTA (`m2f_hf.inference`), as pipeline annotations."""
+        from types import SimpleNamespace
+
+        from ..inference.segment import SegmentOptions, segment_whole_image
+
+        if task is None:
+            task = "semantic" if arguments.get("tta") else "panoptic"
+        if "tta_scales" in arguments:
+            arguments = {**arguments, "tta_scales": tuple(arguments["tta_scales"])}
+        options = SegmentOptions(task=task, **thresholds, **arguments)
+        loaded = SimpleNamespace(model=self.model, processor=self.image_processor, device=self.model.device)
+        result = segment_whole_image(loaded, image, options)
+        id2label = self.model.config.id2label
+        if task == "semantic":
+            class_map = result.numpy()
+            return [
+                {"score": None, "label": id2label[c], "mask": _mask_image(class_map == c)}
+                for c in np.unique(class_map).tolist()
+            ]
+        segmentation = result["segmentation"].numpy()
+        return [
+            {"score": s["score"], "label": id2label[s["label_id"]], "mask": _mask_image(segmentation == s["id"])}
+            for s in result["segments_info"]
+        ]
+
     def check_model_type(self, supported_models):
         # transformers compares against its built-in class names only; a class registered with one of the Auto
         # segmentation mappings is supported as well, and so is an exported model run by onnxruntime
@@ -183,6 +241,8 @@ class M2FImageSegmentationPipeline(ImageSegmentationPipeline):
     def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):
         from ..image_processing_m2f import M2FImageProcessor
 
+        if batch_size > 1 and preprocess_params.get("whole_image"):
+            raise ValueError("sliding_window and tta segment one image at a time: use batch_size=1.")
         if batch_size <= 1 or not isinstance(self.image_processor, M2FImageProcessor):
             return super().get_iterator(
                 inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params

@@ -48,25 +48,36 @@ def _segments(result, id2label: dict[int, str] | None) -> tuple[np.ndarray, list
             _Segment(int(s["id"]), int(s["label_id"]), name(int(s["label_id"])), s.get("score"))
             for s in result["segments_info"]
         ]
-        return segmentation.to(torch.int64).cpu().numpy(), segments, False
+        return _integer_ids(segmentation), segments, False
     if isinstance(result, dict) and "segmentation" in result:  # SemanticSegmentationPostProcessorOutput
         result = result["segmentation"]
-    class_map = torch.as_tensor(result).to(torch.int64).cpu()
+    class_map = torch.as_tensor(result).cpu()
     if class_map.ndim != 2:
         raise ValueError(
             f"expected a (H, W) class map or a dict with 'segments_info'; got shape {tuple(class_map.shape)}."
         )
     segments = [_Segment(int(c), int(c), name(int(c)), None) for c in torch.unique(class_map).tolist()]
-    return class_map.numpy(), segments, True
+    return _integer_ids(class_map), segments, True
 
 
-def _as_rgb(image) -> Image.Image:
+def _integer_ids(segmentation: torch.Tensor) -> np.ndarray:
+    """The id map as numpy integers without widening a compact int32 map (a large image's map is 4 bytes a pixel)."""
+    segmentation = segmentation.cpu()
+    if segmentation.dtype not in (torch.int32, torch.int64):
+        segmentation = segmentation.to(torch.int64)
+    return segmentation.numpy()
+
+
+def _as_rgb(image) -> np.ndarray:
+    """The image as an (H, W, 3) uint8 array (an HWC uint8 RGB array as it is: no copy of a large image)."""
     if not isinstance(image, Image.Image):
         array = image.cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
         if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
             array = array.transpose(1, 2, 0)  # CHW -> HWC
+        if array.ndim == 3 and array.shape[-1] == 3 and array.dtype == np.uint8:
+            return array
         image = Image.fromarray(array.squeeze().astype(np.uint8))
-    return image.convert("RGB")
+    return np.asarray(image.convert("RGB"))
 
 
 def _compact(ids: np.ndarray, segments: list[_Segment]) -> np.ndarray:
@@ -76,7 +87,30 @@ def _compact(ids: np.ndarray, segments: list[_Segment]) -> np.ndarray:
     for position, segment in enumerate(segments):
         if low <= segment.segment_id <= high:
             lookup[segment.segment_id - low] = position + 1
-    return lookup[ids - low]
+    compact = np.empty(ids.shape, dtype=np.int32)
+    for rows in _row_blocks(ids.shape[0], ids.shape[1]):
+        compact[rows] = lookup[ids[rows] - low]
+    return compact
+
+
+def _contours_in_rows(compact: np.ndarray, rows: slice, width: int) -> np.ndarray:
+    """`_contours` of the rows `rows` only, computed on them plus enough rows around them to be exact (an edge
+    needs one neighbour, and the widening reaches `width` / 2 pixels)."""
+    halo = max(1, int(round(width / 2))) + 1
+    top, bottom = max(0, rows.start - halo), min(compact.shape[0], rows.stop + halo)
+    return _contours(compact[top:bottom], width)[rows.start - top : rows.stop - top]
+
+
+# pixels per block when blending and counting (a large image's float copies stay about 50 MB)
+_BLOCK_PIXELS = 1 << 22
+# most segments labelled on one picture (the largest ones); the legend counts them all
+MAX_LABELS = 200
+
+
+def _row_blocks(height: int, width: int):
+    step = max(1, _BLOCK_PIXELS // max(1, width))
+    for start in range(0, height, step):
+        yield slice(start, min(height, start + step))
 
 
 def _contours(compact: np.ndarray, width: int) -> np.ndarray:
@@ -127,54 +161,67 @@ def draw_segmentation(
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1]; got {alpha}.")
-    base = _as_rgb(image)
+    image_pixels = _as_rgb(image)
+    height, width = image_pixels.shape[:2]
     ids, segments, semantic = _segments(result, id2label)
-    if ids.shape != (base.height, base.width):
+    if ids.shape != (height, width):
         raise ValueError(
-            f"the result has size {ids.shape} but the image has size {(base.height, base.width)}; post-process with "
+            f"the result has size {ids.shape} but the image has size {(height, width)}; post-process with "
             "`target_sizes=[(height, width)]` of the original image."
         )
-    scale = Scale.for_image(base.height, base.width)
+    scale = Scale.for_image(height, width)
     colors = np.array(segment_colors([s.label_id for s in segments]), dtype=np.float32).reshape(-1, 3)
-    pixels = np.asarray(base).astype(np.float32)
     compact = _compact(ids, segments) if segments else np.zeros(ids.shape, dtype=np.int32)
-    # row 0 of the tables is "no segment": its pixels keep the image
-    lookup = np.concatenate([np.zeros((1, 3), dtype=np.float32), colors])
-    opacity = np.array([0.0] + [alpha] * len(segments), dtype=np.float32)
-    blended = lookup[compact]
-    blended -= pixels
-    blended *= opacity[compact][..., None]
-    blended += pixels  # (1 - alpha) * image + alpha * colour on segments, the image elsewhere
-    if contours and segments:
-        edge = _contours(compact, scale.contour_px)
-        blended[edge] = lookup[compact[edge]]
-    canvas = Image.fromarray((blended + 0.5).astype(np.uint8))  # a convex combination: already in [0, 255]
+    del ids
 
     # per segment: pixel count, and the mean colour under it (every 4th pixel is plenty) for the legend's swatches
-    counts = np.bincount(compact.ravel(), minlength=len(segments) + 1)
-    sample, sample_pixels = compact[::4, ::4].ravel(), pixels[::4, ::4].reshape(-1, 3)
+    counts = np.zeros(len(segments) + 1, dtype=np.int64)
+    for rows in _row_blocks(height, width):
+        counts += np.bincount(compact[rows].ravel(), minlength=len(segments) + 1)
+    sample, sample_pixels = compact[::4, ::4].ravel(), image_pixels[::4, ::4].reshape(-1, 3).astype(np.float32)
     sampled = np.bincount(sample, minlength=len(segments) + 1)
     sums = np.stack(
         [np.bincount(sample, weights=sample_pixels[:, c], minlength=len(segments) + 1) for c in range(3)], 1
     )
     means = np.where(sampled[:, None] > 0, sums / np.maximum(sampled, 1)[:, None], 255.0)
+    legend = _legend_layout(segments, colors, means, counts, alpha, semantic, scale, legend_width, (width, height))
 
+    # the picture (image and legend) is filled in blocks of rows: float copies stay small on large images
+    picture = Image.new("RGB", (width + legend["width"], legend["height"]), WHITE)
+    lookup = np.concatenate([np.zeros((1, 3), dtype=np.float32), colors])  # row 0 "no segment": the image
+    opacity = np.array([0.0] + [alpha] * len(segments), dtype=np.float32)
+    for rows in _row_blocks(height, width):
+        pixels, block = image_pixels[rows].astype(np.float32), compact[rows]
+        blended = lookup[block]
+        blended -= pixels
+        blended *= opacity[block][..., None]
+        blended += pixels  # (1 - alpha) * image + alpha * colour on segments, the image elsewhere
+        if contours and segments:
+            edges = _contours_in_rows(compact, rows, scale.contour_px)
+            blended[edges] = lookup[block[edges]]
+        blended += 0.5
+        picture.paste(Image.fromarray(blended.astype(np.uint8)), (0, rows.start))  # convex: already in [0, 255]
     if show_labels and segments:
-        _draw_labels(canvas, compact, segments, scale)
-    return _with_legend(canvas, segments, colors, means, counts, alpha, semantic, scale, legend_width, output_path)
+        _draw_labels(picture, compact, segments, scale, counts, (width, height))
+    _draw_legend(picture, legend, scale, width)
+    if output_path is not None:
+        picture.save(output_path, format="PNG")
+    return picture
 
 
-def _draw_labels(canvas: Image.Image, compact: np.ndarray, segments: list[_Segment], scale: Scale) -> None:
+def _draw_labels(
+    canvas: Image.Image, compact: np.ndarray, segments: list[_Segment], scale: Scale, areas: np.ndarray, bounds
+) -> None:
     """Each segment's label at its most interior point, kept inside the image; a label that would cover one placed
-    before it (larger segments first) moves up or down by whole text heights when that frees it."""
+    before it (larger segments first) moves up or down by whole text heights when that frees it. At most
+    `MAX_LABELS` labels, on the largest segments (`areas`: pixels per position in `compact`)."""
     from scipy import ndimage
 
     draw = ImageDraw.Draw(canvas)
     text_font = font(scale.font_px)
     boxes = ndimage.find_objects(compact, max_label=len(segments))
-    areas = np.bincount(compact.ravel(), minlength=len(segments) + 1)
     placed: list[tuple[int, int, int, int]] = []
-    for position in sorted(range(len(segments)), key=lambda k: -areas[k + 1]):
+    for position in sorted(range(len(segments)), key=lambda k: -areas[k + 1])[:MAX_LABELS]:
         segment, box = segments[position], boxes[position]
         if box is None:  # no visible pixel (fully covered by other segments)
             continue
@@ -183,7 +230,7 @@ def _draw_labels(canvas: Image.Image, compact: np.ndarray, segments: list[_Segme
         text = segment.label if segment.score is None else f"{segment.label} {segment.score:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=text_font, stroke_width=scale.stroke_px)
         size = (right - left, bottom - top)
-        x, y = _free_spot(center, size, canvas.size, placed)
+        x, y = _free_spot(center, size, bounds, placed)
         placed.append((x, y, x + size[0], y + size[1]))
         draw.text(
             (x - left, y - top), text, fill=WHITE, font=text_font, stroke_width=scale.stroke_px, stroke_fill=BLACK
@@ -229,28 +276,32 @@ def _legend_rows(segments, colors, means, counts, alpha, semantic, total_pixels)
     return texts
 
 
-def _with_legend(canvas, segments, colors, means, counts, alpha, semantic, scale, legend_width, output_path):
+def _legend_layout(segments, colors, means, counts, alpha, semantic, scale, legend_width, image_size) -> dict:
+    """The legend's rows, its width and the picture's height (at least the image's)."""
+    width, height = image_size
     text_font = font(scale.font_px)
-    rows = _legend_rows(segments, colors, means, counts, alpha, semantic, canvas.width * canvas.height)
+    rows = _legend_rows(segments, colors, means, counts, alpha, semantic, width * height)
     if not rows:
         rows = [("no segments", [], None)]
     margin, swatch = scale.margin_px, scale.font_px
     row_height = int(round(scale.font_px * 1.5))
-    measure = ImageDraw.Draw(canvas)
     if legend_width is None:
-        text_width = max(int(measure.textlength(text, font=text_font)) for text, _, _ in rows)
+        text_width = max(int(text_font.getlength(text)) for text, _, _ in rows)
         legend_width = 3 * margin + swatch + text_width
-        height = max(canvas.height, 2 * margin + row_height * len(rows))
+        height = max(height, 2 * margin + row_height * len(rows))
     else:
-        height = canvas.height
         fit = max(1, (height - 2 * margin) // row_height)
         if len(rows) > fit:
             rows = rows[: fit - 1] + [(f"+{len(rows) - fit + 1} more classes", [], None)]
-    picture = Image.new("RGB", (canvas.width + legend_width, height), WHITE)
-    picture.paste(canvas, (0, 0))
+    return {"rows": rows, "width": legend_width, "height": height, "row_height": row_height}
+
+
+def _draw_legend(picture, legend: dict, scale: Scale, image_width: int) -> None:
+    text_font = font(scale.font_px)
+    margin, swatch, row_height = scale.margin_px, scale.font_px, legend["row_height"]
     draw = ImageDraw.Draw(picture)
-    left = canvas.width + margin
-    for index, (text, swatch_colors, edge) in enumerate(rows):
+    left = image_width + margin
+    for index, (text, swatch_colors, edge) in enumerate(legend["rows"]):
         top = margin + index * row_height + (row_height - swatch) // 2
         if swatch_colors:  # the shades of the class's segments side by side, outlined like the regions
             stripe = swatch / len(swatch_colors)
@@ -259,9 +310,6 @@ def _with_legend(canvas, segments, colors, means, counts, alpha, semantic, scale
                 draw.rectangle([x0, top, left + int(round((k + 1) * stripe)) - 1, top + swatch - 1], fill=color)
             draw.rectangle([left, top, left + swatch - 1, top + swatch - 1], outline=edge, width=scale.contour_px)
         draw.text((left + swatch + margin, top + swatch // 2), text, fill=LEGEND_TEXT, font=text_font, anchor="lm")
-    if output_path is not None:
-        picture.save(output_path, format="PNG")
-    return picture
 
 
 def legend_width_for(id2label: dict[int, str], height: int, width: int, *, max_count: int = 99) -> int:

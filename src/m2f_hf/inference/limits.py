@@ -1,0 +1,77 @@
+"""Refuse, with a suggestion, an image too large for plain (whole-image) inference before it runs the machine out of
+memory.
+
+Plain post-processing upsamples each query's mask logits to the image's full size (one float per query and pixel),
+and works on about as much again (sigmoids, binary masks): roughly 9 bytes x queries x pixels (the bundled model,
+20 queries, measured 2.14 GB for a 4000x3000 photo: 8.9 bytes per query and pixel; a 100-query COCO model needs
+about 11 GB for the same photo). An image is refused when that is more than `FREE_FRACTION` of the free memory (the
+rest is the model, the image itself and whatever else runs). Sliding windows (`SegmentOptions(sliding_window=True)`, `m2f-segment --sliding-window`) need
+memory for one window instead.
+"""
+
+from __future__ import annotations
+
+# bytes per query and pixel that plain post-processing needs at its peak (logits and their sigmoids, float32)
+BYTES_PER_QUERY_PIXEL = 9
+FREE_FRACTION = 0.75
+
+
+class ImageTooLargeError(MemoryError):
+    """An image needs more memory for plain inference than the machine has free; the message says what to do."""
+
+
+def available_memory(device=None) -> int | None:
+    """Free bytes where post-processing runs: the GPU's free memory on CUDA, else the system's available memory
+    (`MemAvailable` of /proc/meminfo, or psutil's); None when unknown."""
+    if device is not None and getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+def plain_inference_bytes(num_queries: int, height: int, width: int) -> int:
+    """About how many bytes plain post-processing of a (height, width) image needs at its peak."""
+    return BYTES_PER_QUERY_PIXEL * int(num_queries) * int(height) * int(width)
+
+
+def check_plain_inference_fits(loaded, image_sizes, options) -> None:
+    """Raise `ImageTooLargeError` when plain post-processing of one of `image_sizes` ((height, width) each) would
+    need more memory than is free."""
+    num_queries = getattr(getattr(loaded.model, "config", None), "num_queries", None)
+    if not num_queries or not image_sizes:
+        return
+    height, width = max(image_sizes, key=lambda size: size[0] * size[1])
+    needed = plain_inference_bytes(num_queries, height, width)
+    free = available_memory(getattr(loaded, "device", None))
+    if free is None or needed <= FREE_FRACTION * free:
+        return
+    passes = ""
+    if getattr(options, "tta", False):
+        passes = " (test-time augmentation runs it once per scale and flip)"
+    raise ImageTooLargeError(
+        f"a {width}x{height} image needs about {needed / 1e9:.1f} GB for plain (whole-image) inference{passes}: "
+        f"{num_queries} masks at full size; only {free / 1e9:.1f} GB are free. Segment it with sliding windows, "
+        "whose memory follows the window: SegmentOptions(sliding_window=True), m2f-segment --sliding-window "
+        "(docs/inference.md)."
+    )
+
+
+__all__ = [
+    "BYTES_PER_QUERY_PIXEL",
+    "ImageTooLargeError",
+    "available_memory",
+    "check_plain_inference_fits",
+    "plain_inference_bytes",
+]

@@ -1,0 +1,88 @@
+"""Test-time augmentation: one scale without a flip is plain inference; flips and scales change the class scores
+that are averaged; the options and the pipeline's arguments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from m2f_hf.inference.segment import SegmentOptions, segment_image
+from m2f_hf.inference.tta import _mirror, check_tta_scales, scaled_size
+from m2f_hf.resources import default_model_path, example_images
+
+
+@pytest.fixture(scope="module")
+def images():
+    pictures = [np.asarray(Image.open(path).convert("RGB")) for path in example_images()]
+    # not square, and not at the model's size: the resize and the padding are exercised
+    pictures.append(np.ascontiguousarray(np.concatenate([pictures[0], pictures[1][:, :70]], 1)[:100]))
+    return pictures
+
+
+def test_one_scale_and_no_flip_is_plain_inference(loaded, images):
+    options = SegmentOptions(task="semantic", tta=True, tta_scales=(1.0,), tta_flip=False)
+    for image in images:
+        assert torch.equal(
+            segment_image(loaded, image, options), segment_image(loaded, image, SegmentOptions(task="semantic"))
+        )
+
+
+def test_the_flip_pass_is_the_mirrored_images_scores_mirrored_back(loaded, images):
+    """TTA of a mirrored image with flip on equals TTA of the image, mirrored (the two passes swap)."""
+    options = SegmentOptions(task="semantic", tta=True, tta_scales=(1.0,), tta_flip=True)
+    for image in images:
+        mirrored = np.ascontiguousarray(image[:, ::-1])
+        a = segment_image(loaded, mirrored, options)
+        b = segment_image(loaded, image, options).flip(-1)
+        assert (a == b).float().mean() > 0.999  # equal up to float ties of the summed scores
+
+
+def test_mirror_keeps_the_padding_at_the_right():
+    values = torch.arange(2 * 6, dtype=torch.float32).view(1, 1, 2, 6)
+    mask = torch.tensor([[[1, 1, 1, 1, 0, 0]] * 2])
+    mirrored, same_mask = _mirror(values, mask)
+    assert mirrored[0, 0, 0].tolist() == [3, 2, 1, 0, 4, 5] and same_mask is mask
+
+
+def test_several_scales_give_a_result_at_the_images_size(loaded, images):
+    options = SegmentOptions(task="semantic", tta=True)
+    assert options.tta_scales == (0.75, 1.0, 1.25) and options.tta_flip
+    for image in images:
+        result = segment_image(loaded, image, options)
+        plain = segment_image(loaded, image, SegmentOptions(task="semantic"))
+        assert result.shape == plain.shape == image.shape[:2]
+        assert (result == plain).float().mean() > 0.9
+
+
+def test_tta_options_are_checked():
+    assert check_tta_scales([1, 1.5]) == (1.0, 1.5) and check_tta_scales(2) == (2.0,)
+    for bad in ([], [0.5, -1], "1,2", [float("nan")]):
+        with pytest.raises(ValueError, match="tta_scales must be a non-empty list of positive numbers"):
+            SegmentOptions(task="semantic", tta=True, tta_scales=bad)
+    assert scaled_size({"shortest_edge": 128, "longest_edge": None}, 0.75) == {"shortest_edge": 96}
+    with pytest.raises(ValueError, match="tta is for task='semantic'"):
+        SegmentOptions(task="panoptic", tta=True)
+    assert SegmentOptions(task="semantic", tta=True).as_dict()["tta_scales"] == [0.75, 1.0, 1.25]  # JSON-ready
+
+
+def test_the_pipeline_takes_the_large_image_and_tta_arguments(images):
+    from transformers import pipeline
+
+    import m2f_hf  # noqa: F401  (registers the pipeline)
+
+    segmenter = pipeline("image-segmentation", model=str(default_model_path()))
+    picture = Image.fromarray(np.ascontiguousarray(np.tile(images[0], (2, 2, 1))))
+    windowed = segmenter(picture, sliding_window=True, subtask="panoptic", threshold=0.5)
+    plain = segmenter(picture, subtask="panoptic", threshold=0.5)
+    assert {a["label"] for a in windowed} >= {"grass", "water", "square", "triangle"}
+    assert sum(a["label"] == "square" for a in windowed) > sum(a["label"] == "square" for a in plain)
+    assert all(a["mask"].size == picture.size for a in windowed)
+    tta = segmenter(picture, subtask="semantic", tta=True, tta_scales=[1.0], tta_flip=False)
+    semantic = segmenter(picture, subtask="semantic")
+    masks = {a["label"]: np.asarray(a["mask"]) for a in semantic}
+    assert {a["label"] for a in tta} == set(masks)
+    assert all(np.array_equal(np.asarray(a["mask"]), masks[a["label"]]) for a in tta)
+    with pytest.raises(ValueError, match="batch_size=1"):
+        segmenter([picture, picture], sliding_window=True, batch_size=2)
