@@ -46,7 +46,8 @@ def onnx_variants(ours, work: Path, threads: int) -> tuple[dict, str | None]:
         return {}, f"m2f_hf.export's ONNX exporter is not available: {error}"
     variants = {}
     try:
-        folder = export_onnx(ours, work / "fp32", validate=False)
+        folder = work / "fp32"
+        export_onnx(ours, folder, validate=False)
         variants["onnxruntime_fp32"] = M2FOnnxModel.from_pretrained(folder, num_threads=threads)
         int8_folder = work / "int8"
         int8_folder.mkdir()

@@ -153,3 +153,33 @@ def conv1x1(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if conv.bias is not None:
         out += conv.bias.view(1, -1, 1, 1)
     return out
+
+
+def conv1x1_nchw(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`conv(x).contiguous()` for a 1x1 convolution: an NCHW result from an NCHW or channels-last map.
+
+    A channels-last map (the low-precision CPU path's FPN) is, per image, a `(h*w, C)` matrix; `weight (K, C) @` its
+    transpose writes the NCHW result directly. On the project's CPU that is 8 ms for a bf16 256-channel 128x128 map,
+    where the convolution followed by the conversion to NCHW takes 67 ms (torch's bf16 layout copy is slow).
+    """
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    direct = (
+        channels_last
+        and x.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+        and conv.weight.dtype == x.dtype
+        and conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.padding == (0, 0)
+        and conv.groups == 1
+    )
+    if not direct:
+        return conv1x1(conv, x).contiguous()
+    batch, channels, height, width = x.shape
+    tokens = x.permute(0, 2, 3, 1).reshape(batch, height * width, channels)  # a view of the channels-last memory
+    weight = conv.weight.view(conv.out_channels, channels)
+    out = torch.stack([torch.mm(weight, tokens[image].t()) for image in range(batch)])
+    if conv.bias is not None:
+        out += conv.bias.view(1, -1, 1)
+    return out.view(batch, -1, height, width)

@@ -118,3 +118,23 @@ def test_json_model_names_the_precision_so_resuming_keeps_precisions_apart():
     loaded = load_segmentation_model(None, "cpu", dtype="int8")
     assert loaded.source.endswith("[int8]") and loaded.is_default_model
     assert load_segmentation_model(None, "cpu", dtype="float32").source == "m2f_hf default model"
+
+
+def test_channels_last_2x_upsampling_matches_bilinear_interpolation():
+    from torch.nn import functional as F
+
+    from m2f_hf.pixel_decoder import _halfs_on_cpu_channels_last, _upsample2x_channels_last
+
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 5 * 7, 16)
+    coarse = tokens.transpose(1, 2).reshape(2, 16, 5, 7)  # the token-major view the pixel decoder has
+    expected = F.interpolate(coarse.contiguous(), scale_factor=2, mode="bilinear", align_corners=False)
+    out = _upsample2x_channels_last(coarse)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    low = coarse.bfloat16()
+    lateral = torch.zeros(2, 16, 10, 14, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert _halfs_on_cpu_channels_last(low, lateral)
+        assert not _halfs_on_cpu_channels_last(coarse, lateral.float())  # float32 keeps torch's kernel
+    torch.testing.assert_close(_upsample2x_channels_last(low).float(), expected, rtol=2e-2, atol=3e-2)
