@@ -169,9 +169,9 @@ def add_precision_options(parser: argparse.ArgumentParser) -> None:
 def add_large_image_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "large images and test-time augmentation",
-        "--sliding-window segments each image at its own resolution in overlapping windows: memory follows the "
-        "window, not the image (a 10000x10000 image in under 3 GB); an image that fits in one window is segmented "
-        "whole. --tta (semantic) averages the class scores of several scales and a mirrored copy.",
+        "--sliding-window segments each image at its own resolution in overlapping windows: memory follows\n"
+        "the window, not the image (a 10000x10000 image in under 3 GB); an image that fits in one window is\n"
+        "segmented whole. --tta (semantic) averages the class scores of several scales and a mirrored copy.",
     )
     group.add_argument(
         "--sliding-window", action="store_true", help="segment large images window by window (docs/inference.md)"

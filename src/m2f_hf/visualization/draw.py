@@ -101,8 +101,8 @@ def _contours_in_rows(compact: np.ndarray, rows: slice, width: int) -> np.ndarra
     return _contours(compact[top:bottom], width)[rows.start - top : rows.stop - top]
 
 
-# pixels per block when blending and counting (a large image's float copies stay about 50 MB)
-_BLOCK_PIXELS = 1 << 22
+# pixels per block when blending and counting (the float copies of a block stay about 40 MB)
+_BLOCK_PIXELS = 1 << 20
 # most segments labelled on one picture (the largest ones); the legend counts them all
 MAX_LABELS = 200
 
