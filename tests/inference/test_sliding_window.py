@@ -199,3 +199,16 @@ def test_command_line_sliding_window_run(tmp_path, wide, capsys):
     # resuming recognises the same options (tuples recorded as JSON lists compare equal)
     assert main([*argv, "--output", str(tmp_path / "out"), "--task", "semantic"]) == 0
     assert "skipped 1 of 1 images" in capsys.readouterr().err
+
+
+def test_records_of_large_maps_are_encoded_per_box_and_block_with_the_same_rle(monkeypatch):
+    from m2f_hf.inference import records
+
+    rng = np.random.default_rng(0)
+    segmentation = rng.integers(0, 4, (37, 23)).astype(np.int32)
+    segmentation[:, 5:9] = 3  # a segment with runs that continue from one column into the next
+    info = [{"id": i, "label_id": i, "score": 0.5} for i in range(1, 4)]
+    expected = [records.segment_record(segmentation == s["id"], s["id"], s["label_id"], 0.5, {}) for s in info]
+    monkeypatch.setattr(records, "_RUN_BLOCK_PIXELS", 40)  # one column per block
+    result = {"segmentation": torch.from_numpy(segmentation), "segments_info": info}
+    assert records.segments_to_records(result, {}) == expected
