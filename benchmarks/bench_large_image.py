@@ -86,6 +86,8 @@ def main() -> None:
         "cases": [],
     }
     for image, task, windowed in CASES:
+        if (args.only and image != args.only) or (args.sliding_only and not windowed):
+            continue
         result = run_case(images[image], task, windowed, work / "out")
         report["cases"].append(result)
         print(json.dumps(result), flush=True)
