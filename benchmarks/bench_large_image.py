@@ -68,6 +68,8 @@ def run_case(image: Path, task: str, windowed: bool, output: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default=None)
+    parser.add_argument("--only", default=None, help="run only the cases of this image (e.g. 10000x10000)")
+    parser.add_argument("--sliding-only", action="store_true", help="run only the --sliding-window cases")
     parser.add_argument(
         "--work-dir", default=None, help="where the images and outputs go (default: a temporary folder)"
     )
@@ -86,6 +88,8 @@ def main() -> None:
         "cases": [],
     }
     for image, task, windowed in CASES:
+        if (args.only and image != args.only) or (args.sliding_only and not windowed):
+            continue
         result = run_case(images[image], task, windowed, work / "out")
         report["cases"].append(result)
         print(json.dumps(result), flush=True)

@@ -3,7 +3,7 @@
 
 - semantic: `m2f_hf.inference.tta.segment_tta` (what `SegmentOptions(tta=True)` / `m2f-segment --tta` run), class
   scores averaged over the scales and flips, against plain inference.
-- panoptic: an ensemble of the mask predictions (not shipped; measured here to decide): every pass's queries are
+- panoptic: `m2f_hf.inference.tta.panoptic_tta`, the ensemble of the mask predictions: every pass's queries are
   matched to the plain pass's queries by mask IoU (Hungarian), matched class probabilities and mask probabilities
   are averaged at the image's resolution, and the averaged queries go through the plain panoptic inference. PQ with
   the evaluation settings of docs/default_model.md (score threshold 0.8, stuff fused).
@@ -26,8 +26,6 @@ from m2f_hf.data.synthetic import _row, categories, render_scene
 from m2f_hf.evaluation import PanopticEvaluator, SemanticEvaluator
 from m2f_hf.evaluation.convert import rgb_to_id
 from m2f_hf.inference import SegmentOptions, load_segmentation_model, segment_image
-from m2f_hf.inference.tta import _mirror, scaled_size
-from m2f_hf.processing.postprocess import ImageGeometry, panoptic_inference, upsample_crop_resize
 
 CONFIGS = {
     "plain": None,
@@ -55,62 +53,6 @@ def held_out(count: int):
     return samples
 
 
-def _passes(loaded, image, scales, flip):
-    """Per pass: (class probabilities (Q, C+1), mask logits (Q, H, W) at the image's size, mirrored back)."""
-    processor = loaded.processor
-    height, width = image.shape[:2]
-    for scale in scales:
-        overrides = {} if scale == 1.0 else {"size": scaled_size(dict(processor.size), scale)}
-        inputs = processor(images=[image], return_tensors="pt", **overrides)
-        for mirrored in (False, True) if flip else (False,):
-            values, mask = inputs["pixel_values"], inputs["pixel_mask"]
-            if mirrored:
-                values, mask = _mirror(values, mask)
-            with torch.inference_mode():
-                outputs = loaded.model(pixel_values=values, pixel_mask=mask)
-            geometry = processor._geometry(outputs.masks_queries_logits, [(height, width)], mask)[0]
-            logits = upsample_crop_resize(outputs.masks_queries_logits[0].float(), geometry)
-            yield outputs.class_queries_logits[0].float().softmax(-1), logits.flip(-1) if mirrored else logits
-
-
-def panoptic_ensemble(loaded, image, scales, flip, stuff):
-    from scipy.optimize import linear_sum_assignment
-
-    passes = list(_passes(loaded, image, scales, flip))
-    reference = scales.index(1.0) * (2 if flip else 1)
-    probs, logits = passes[reference]
-    prob_sum, mask_sum = probs.clone(), logits.sigmoid()
-    count = torch.ones(probs.shape[0])
-    ref_binary = (logits > 0).flatten(1).float()
-    for index, (other_probs, other_logits) in enumerate(passes):
-        if index == reference:
-            continue
-        binary = (other_logits > 0).flatten(1).float()
-        inter = ref_binary @ binary.t()
-        union = ref_binary.sum(1)[:, None] + binary.sum(1)[None] - inter
-        iou = inter / union.clamp(min=1)
-        rows, cols = linear_sum_assignment(-iou.numpy())
-        for r, c in zip(rows.tolist(), cols.tolist()):
-            if iou[r, c] >= 0.5:
-                prob_sum[r] += other_probs[c]
-                mask_sum[r] += other_logits[c].sigmoid()
-                count[r] += 1
-    probs = prob_sum / count[:, None]
-    masks = (mask_sum / count[:, None, None]).clamp(1e-6, 1 - 1e-6)
-    height, width = image.shape[:2]
-    geometry = ImageGeometry((height, width), (height, width), (height, width))
-    segmentation, segments = panoptic_inference(
-        probs.log(),
-        masks.logit(),
-        geometry,
-        threshold=0.8,
-        mask_threshold=0.5,
-        overlap_mask_area_threshold=0.8,
-        label_ids_to_fuse=stuff,
-    )
-    return {"segmentation": segmentation, "segments_info": segments}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-images", type=int, default=100)
@@ -121,7 +63,6 @@ def main() -> None:
     samples = held_out(args.num_images)
     id2label = loaded.id2label
     things = [c["id"] - 1 for c in categories("panoptic") if c["isthing"]]
-    stuff = {i for i in id2label if i not in things}
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
@@ -146,19 +87,11 @@ def main() -> None:
         panoptic = PanopticEvaluator(id2label, things)
         start = time.perf_counter()
         for image, reference in samples:
-            if config is None:
-                inputs = loaded.processor(images=[image], return_tensors="pt")
-                with torch.inference_mode():
-                    outputs = loaded.model(**inputs)
-                prediction = loaded.processor.post_process_panoptic_segmentation(
-                    outputs,
-                    threshold=0.8,
-                    overlap_mask_area_threshold=0.8,
-                    label_ids_to_fuse=stuff,
-                    target_sizes=[image.shape[:2]],
-                )[0]
-            else:
-                prediction = panoptic_ensemble(loaded, image, config[0], config[1], stuff)
+            # the evaluation settings of docs/default_model.md; the bundled model's stuff classes are fused
+            settings = {"task": "panoptic", "threshold": 0.8, "overlap_mask_area_threshold": 0.8}
+            if config is not None:
+                settings.update(tta=True, tta_scales=config[0], tta_flip=config[1])
+            prediction = segment_image(loaded, image, SegmentOptions(**settings))
             panoptic.process([prediction], [reference])
         seconds = (time.perf_counter() - start) / len(samples)
         pq = panoptic.evaluate()

@@ -174,7 +174,7 @@ def test_an_image_too_large_for_plain_inference_gets_the_suggestion(loaded, monk
         (["--sliding-window", "--window-size", "100"], "--window-size must be a positive multiple of 32"),
         (["--window-size", "128"], "--window-size is for --sliding-window"),
         (["--sliding-window", "--window-overlap", "0.95"], r"--window-overlap must lie in \[0, 0.9\]"),
-        (["--tta", "--task", "panoptic"], "--tta is for --task semantic"),
+        (["--tta", "--task", "instance"], "--tta is for --task semantic or panoptic"),
         (["--tta", "--task", "semantic", "--tta-scales", "1,x"], "--tta-scales must be positive numbers"),
         (["--tta-scales", "1"], "--tta-scales and --no-tta-flip are for --tta"),
         (
@@ -199,3 +199,16 @@ def test_command_line_sliding_window_run(tmp_path, wide, capsys):
     # resuming recognises the same options (tuples recorded as JSON lists compare equal)
     assert main([*argv, "--output", str(tmp_path / "out"), "--task", "semantic"]) == 0
     assert "skipped 1 of 1 images" in capsys.readouterr().err
+
+
+def test_records_of_large_maps_are_encoded_per_box_and_block_with_the_same_rle(monkeypatch):
+    from m2f_hf.inference import records
+
+    rng = np.random.default_rng(0)
+    segmentation = rng.integers(0, 4, (37, 23)).astype(np.int32)
+    segmentation[:, 5:9] = 3  # a segment with runs that continue from one column into the next
+    info = [{"id": i, "label_id": i, "score": 0.5} for i in range(1, 4)]
+    expected = [records.segment_record(segmentation == s["id"], s["id"], s["label_id"], 0.5, {}) for s in info]
+    monkeypatch.setattr(records, "_RUN_BLOCK_PIXELS", 40)  # one column per block
+    result = {"segmentation": torch.from_numpy(segmentation), "segments_info": info}
+    assert records.segments_to_records(result, {}) == expected

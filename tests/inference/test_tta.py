@@ -48,7 +48,7 @@ def test_mirror_keeps_the_padding_at_the_right():
 
 def test_several_scales_give_a_result_at_the_images_size(loaded, images):
     options = SegmentOptions(task="semantic", tta=True)
-    assert options.tta_scales == (0.75, 1.0, 1.25) and options.tta_flip
+    assert options.scales == (0.75, 1.0, 1.25) and options.tta_flip
     for image in images:
         result = segment_image(loaded, image, options)
         plain = segment_image(loaded, image, SegmentOptions(task="semantic"))
@@ -62,9 +62,23 @@ def test_tta_options_are_checked():
         with pytest.raises(ValueError, match="tta_scales must be a non-empty list of positive numbers"):
             SegmentOptions(task="semantic", tta=True, tta_scales=bad)
     assert scaled_size({"shortest_edge": 128, "longest_edge": None}, 0.75) == {"shortest_edge": 96}
-    with pytest.raises(ValueError, match="tta is for task='semantic'"):
-        SegmentOptions(task="panoptic", tta=True)
-    assert SegmentOptions(task="semantic", tta=True).as_dict()["tta_scales"] == [0.75, 1.0, 1.25]  # JSON-ready
+    with pytest.raises(ValueError, match="tta is for task='semantic' or 'panoptic'"):
+        SegmentOptions(task="instance", tta=True)
+    assert SegmentOptions(task="semantic", tta=True, tta_scales=(1, 2)).as_dict()["tta_scales"] == [1.0, 2.0]
+    assert SegmentOptions(task="panoptic", tta=True).scales == (1.0,)  # the flip only: scales lowered PQ
+
+
+def test_panoptic_tta_of_one_pass_is_plain_and_the_flip_ensemble_keeps_the_segments(loaded, images):
+    for image in images:
+        plain = segment_image(loaded, image, SegmentOptions(task="panoptic"))
+        one = segment_image(loaded, image, SegmentOptions(task="panoptic", tta=True, tta_flip=False))
+        assert torch.equal(plain["segmentation"], one["segmentation"])
+        assert plain["segments_info"] == one["segments_info"]
+        flipped = segment_image(loaded, image, SegmentOptions(task="panoptic", tta=True))
+        assert flipped["segmentation"].shape == plain["segmentation"].shape
+        if image.shape == (128, 128, 3):  # at the model's size the classes found are the same
+            labels = sorted(s["label_id"] for s in flipped["segments_info"])
+            assert labels == sorted(s["label_id"] for s in plain["segments_info"])
 
 
 def test_the_pipeline_takes_the_large_image_and_tta_arguments(images):

@@ -35,17 +35,10 @@ def encode_mask_in_box(crop, top: int, left: int, size: tuple[int, int]) -> dict
     from pycocotools import mask as mask_utils
 
     height, width = int(size[0]), int(size[1])
-    crop_height = crop.shape[0]
-    # column-major positions of the mask's pixels in the whole image, in order
-    positions = np.flatnonzero(np.ascontiguousarray(crop.T))
-    columns, rows = np.divmod(positions, crop_height)
-    positions = (columns + left) * height + rows + top
-    if positions.size == 0:
+    starts, ends = _column_runs(crop, top, left, height)
+    if starts.size == 0:
         counts = [height * width]
     else:
-        breaks = np.flatnonzero(np.diff(positions) != 1) + 1
-        starts = positions[np.concatenate([[0], breaks])]
-        ends = positions[np.concatenate([breaks - 1, [positions.size - 1]])] + 1
         gaps = starts - np.concatenate([[0], ends[:-1]])
         counts = np.stack([gaps, ends - starts], 1).ravel().tolist()
         if ends[-1] < height * width:
@@ -53,6 +46,36 @@ def encode_mask_in_box(crop, top: int, left: int, size: tuple[int, int]) -> dict
     rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
     counts = rle["counts"]
     return {"size": [height, width], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+
+
+# pixels of a segment's box looked at per block when run-length encoding it
+_RUN_BLOCK_PIXELS = 1 << 22
+
+
+def _column_runs(crop, top: int, left: int, height: int):
+    """Start and end (exclusive) positions, column-major in an image of `height` rows, of the runs of True pixels of
+    `crop` placed at (`top`, `left`); runs that continue from one column into the next are joined. Works on blocks
+    of about 4 M pixels, so a segment covering most of a large image costs only its runs."""
+    import numpy as np
+
+    crop_height, crop_width = crop.shape
+    step = max(1, _RUN_BLOCK_PIXELS // max(1, crop_height))
+    starts, ends = [], []
+    for first in range(0, crop_width, step):
+        block = crop[:, first : first + step].T  # (columns, rows)
+        padded = np.zeros((block.shape[0], crop_height + 2), dtype=bool)
+        padded[:, 1:-1] = block
+        columns, rows = np.nonzero(padded[:, 1:] != padded[:, :-1])  # per column: start, end, start, end, ...
+        offsets = (columns.astype(np.int64) + first + left) * height + top + rows
+        starts.append(offsets[0::2])
+        ends.append(offsets[1::2])
+    starts = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+    ends = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
+    if starts.size > 1:
+        separate = starts[1:] != ends[:-1]
+        starts = starts[np.concatenate([[True], separate])]
+        ends = ends[np.concatenate([separate, [True]])]
+    return starts, ends
 
 
 def segment_record(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from .limits import ImageTooLargeError, check_plain_inference_fits
-from .tta import DEFAULT_TTA_SCALES, check_tta_scales
+from .tta import check_tta_scales, default_tta_scales
 from .windows import check_window_overlap, check_window_size
 
 TASKS = ("panoptic", "instance", "semantic")
@@ -34,7 +34,8 @@ class SegmentOptions:
         window_overlap: the fraction of a window shared with each neighbour, in [0, 0.9].
         tta: test-time augmentation (`inference/tta.py`): the image at each of `tta_scales` (factors of the
             processor's resize size), and mirrored with `tta_flip`, the predictions averaged at the image's size.
-        tta_scales: the scales of `tta`.
+        tta_scales: the scales of `tta`; None: the measured best for the task (semantic 0.75, 1, 1.25; panoptic 1:
+            the flip only, since scale ensembling lowered PQ; docs/benchmarks.md).
         tta_flip: `tta` also runs each scale on the horizontally mirrored image.
     """
 
@@ -48,8 +49,13 @@ class SegmentOptions:
     window_size: int | None = None
     window_overlap: float = DEFAULT_WINDOW_OVERLAP
     tta: bool = False
-    tta_scales: tuple[float, ...] = DEFAULT_TTA_SCALES
+    tta_scales: tuple[float, ...] | None = None
     tta_flip: bool = True
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        """The TTA scales in use (`tta_scales`, or the task's default)."""
+        return self.tta_scales if self.tta_scales is not None else default_tta_scales(self.task)
 
     def as_dict(self) -> dict:
         """The options as JSON-ready values (recorded with each result, so that a resumed run can tell whether an
@@ -65,16 +71,17 @@ class SegmentOptions:
                 raise ValueError(f"{name} must lie in [0, 1]; got {value}.")
         check_window_size(self.window_size)
         check_window_overlap(self.window_overlap)
-        object.__setattr__(self, "tta_scales", check_tta_scales(self.tta_scales))
+        if self.tta_scales is not None:
+            object.__setattr__(self, "tta_scales", check_tta_scales(self.tta_scales))
         if self.sliding_window and self.full_instance_masks:
             raise ValueError(
                 "full_instance_masks (whole, overlapping instance masks: --format coco --task instance) cannot be "
                 "combined with sliding_window, whose instances are the visible parts merged over the windows."
             )
-        if self.tta and self.task != "semantic":
+        if self.tta and self.task == "instance":
             raise ValueError(
-                f"tta is for task='semantic'; got task={self.task!r} (docs/inference.md: flip and scale ensembling "
-                "of instance and panoptic masks was measured and did not help enough to ship)."
+                "tta is for task='semantic' or 'panoptic'; got task='instance' (its mask ensembling was not "
+                "measured: docs/inference.md)."
             )
         if self.sliding_window and self.tta:
             raise ValueError("sliding_window and tta cannot be combined; choose one.")

@@ -105,6 +105,9 @@ def _contours_in_rows(compact: np.ndarray, rows: slice, width: int) -> np.ndarra
 _BLOCK_PIXELS = 1 << 20
 # most segments labelled on one picture (the largest ones); the legend counts them all
 MAX_LABELS = 200
+# with more segments than this (a large image segmented in windows), a label that finds no free spot is left out
+# instead of being drawn over another one
+CROWDED_SEGMENTS = 50
 
 
 def _row_blocks(height: int, width: int):
@@ -214,7 +217,8 @@ def _draw_labels(
 ) -> None:
     """Each segment's label at its most interior point, kept inside the image; a label that would cover one placed
     before it (larger segments first) moves up or down by whole text heights when that frees it. At most
-    `MAX_LABELS` labels, on the largest segments (`areas`: pixels per position in `compact`)."""
+    `MAX_LABELS` labels, on the largest segments (`areas`: pixels per position in `compact`); with more than
+    `CROWDED_SEGMENTS` segments a label with no free spot is left out."""
     from scipy import ndimage
 
     draw = ImageDraw.Draw(canvas)
@@ -230,14 +234,17 @@ def _draw_labels(
         text = segment.label if segment.score is None else f"{segment.label} {segment.score:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=text_font, stroke_width=scale.stroke_px)
         size = (right - left, bottom - top)
-        x, y = _free_spot(center, size, bounds, placed)
+        spot = _free_spot(center, size, bounds, placed, skip_if_covered=len(segments) > CROWDED_SEGMENTS)
+        if spot is None:
+            continue
+        x, y = spot
         placed.append((x, y, x + size[0], y + size[1]))
         draw.text(
             (x - left, y - top), text, fill=WHITE, font=text_font, stroke_width=scale.stroke_px, stroke_fill=BLACK
         )
 
 
-def _free_spot(center, size, bounds, placed, tries: int = 3) -> tuple[int, int]:
+def _free_spot(center, size, bounds, placed, tries: int = 3, skip_if_covered: bool = False) -> tuple[int, int] | None:
     def overlaps(x, y):
         return any(x < b[2] and b[0] < x + size[0] and y < b[3] and b[1] < y + size[1] for b in placed)
 
@@ -249,6 +256,8 @@ def _free_spot(center, size, bounds, placed, tries: int = 3) -> tuple[int, int]:
             spot = clamp_box((center[0], center[1] + sign * step * size[1]), size, bounds)
             if not overlaps(*spot):
                 return spot
+    if skip_if_covered and overlaps(*first):
+        return None
     return first
 
 
