@@ -56,8 +56,13 @@ def _segments(result, id2label: dict[int, str] | None) -> tuple[np.ndarray, list
         raise ValueError(
             f"expected a (H, W) class map or a dict with 'segments_info'; got shape {tuple(class_map.shape)}."
         )
-    segments = [_Segment(int(c), int(c), name(int(c)), None) for c in torch.unique(class_map).tolist()]
-    return _integer_ids(class_map), segments, True
+    ids = _integer_ids(class_map)
+    # the classes present, a block of rows at a time (np.unique of a whole large map sorts a copy of it)
+    present: set[int] = set()
+    for rows in _row_blocks(ids.shape[0], ids.shape[1]):
+        present.update(np.unique(ids[rows]).tolist())
+    segments = [_Segment(c, c, name(c), None) for c in sorted(present)]
+    return ids, segments, True
 
 
 def _integer_ids(segmentation: torch.Tensor) -> np.ndarray:
@@ -181,11 +186,15 @@ def draw_segmentation(
     counts = np.zeros(len(segments) + 1, dtype=np.int64)
     for rows in _row_blocks(height, width):
         counts += np.bincount(compact[rows].ravel(), minlength=len(segments) + 1)
-    sample, sample_pixels = compact[::4, ::4].ravel(), image_pixels[::4, ::4].reshape(-1, 3).astype(np.float32)
-    sampled = np.bincount(sample, minlength=len(segments) + 1)
-    sums = np.stack(
-        [np.bincount(sample, weights=sample_pixels[:, c], minlength=len(segments) + 1) for c in range(3)], 1
-    )
+    sampled = np.zeros(len(segments) + 1, dtype=np.int64)
+    sums = np.zeros((len(segments) + 1, 3), dtype=np.float64)
+    for rows in _row_blocks((height + 3) // 4, (width + 3) // 4):  # blocks of sampled rows: small copies
+        rows = slice(rows.start * 4, rows.stop * 4, 4)
+        sample = compact[rows, ::4].ravel()
+        sample_pixels = image_pixels[rows, ::4].reshape(-1, 3)
+        sampled += np.bincount(sample, minlength=len(segments) + 1)
+        for c in range(3):
+            sums[:, c] += np.bincount(sample, weights=sample_pixels[:, c], minlength=len(segments) + 1)
     means = np.where(sampled[:, None] > 0, sums / np.maximum(sampled, 1)[:, None], 255.0)
     legend = _legend_layout(segments, colors, means, counts, alpha, semantic, scale, legend_width, (width, height))
 
