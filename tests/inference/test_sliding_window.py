@@ -163,6 +163,7 @@ def test_an_image_too_large_for_plain_inference_gets_the_suggestion(loaded, monk
     code = main([str(tmp_path / "big.png"), str(tmp_path / "small.png"), "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 1 and "big.png: a 384x256 image needs about" in err and "--sliding-window" in err
+    assert "(docs/inference.md); skipped." in err  # one full stop, not ".; skipped."
     assert (tmp_path / "out" / "small.json").is_file() and not (tmp_path / "out" / "big.json").exists()
     assert main([str(tmp_path / "big.png"), "--sliding-window", "--output", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "big.json").is_file()

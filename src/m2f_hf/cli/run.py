@@ -50,9 +50,14 @@ def _collect(args: argparse.Namespace):
     return inputs
 
 
+def _skipped(message: str) -> str:
+    """`message` as a line saying that its input was skipped (no doubled full stop)."""
+    return f"{message.rstrip().rstrip('.')}; skipped."
+
+
 def _report_inputs(inputs) -> None:
     for message in inputs.errors:
-        report_error(f"{message}; skipped.")
+        report_error(_skipped(message))
     if inputs.ignored:
         shown = ", ".join(inputs.ignored[:5])
         if len(inputs.ignored) > 5:
@@ -171,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
 
     def unreadable(item, reason):
         progress.clear()
-        report_error(f"{prefix}{item.path}: {reason}; skipped.")
+        report_error(_skipped(f"{prefix}{item.path}: {reason}"))
 
     progress = tqdm(
         total=len(images), desc=f"{prefix}segmenting", unit=" images", disable=len(images) < 2, file=sys.stderr
@@ -213,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
             info = probe_video(item.path)
         except VideoError as error:
             failures += 1
-            report_error(f"{prefix}{item.path}: {error}; skipped.")
+            report_error(_skipped(f"{prefix}{item.path}: {error}"))
             continue
         bar = tqdm(total=info.frames, desc=f"{prefix}{os.path.basename(item.path)}", unit=" frames", file=sys.stderr)
         try:
@@ -229,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
             )
         except VideoError as error:
             failures += 1
-            report_error(f"{prefix}{item.path}: {error}; skipped.")
+            report_error(_skipped(f"{prefix}{item.path}: {error}"))
             continue
         finally:
             bar.close()
