@@ -29,6 +29,10 @@ def point_sample(features: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(features, grid.to(features.dtype), mode="bilinear", align_corners=False).squeeze(3)
 
 
+# Candidate points scored per block in importance sampling (about 8 MB of float32 scores per block).
+_POINTS_PER_BLOCK = 1 << 21
+
+
 def uniform_points(batch: int, num_points: int, *, device: torch.device | str | None = None) -> torch.Tensor:
     """`(batch, num_points, 2)` points drawn uniformly in `[0, 1)^2` from torch's global generator.
 
@@ -64,13 +68,22 @@ def importance_sample_points(
     num_uncertain = int(importance_sample_ratio * num_points)
     num_random = num_points - num_uncertain
     with torch.no_grad():
-        candidates = torch.rand(num_masks, num_candidates, 2, device=logits.device)
-        scores = uncertainty(point_sample(logits, candidates))[:, 0]  # (num_masks, num_candidates)
-        # which points, not their order, matters (the losses average over points): unsorted is twice as fast
-        top = scores.topk(num_uncertain, dim=1, sorted=False).indices  # (num_masks, num_uncertain)
-        points = torch.gather(candidates, 1, top.unsqueeze(-1).expand(-1, -1, 2))
+        # A block of masks at a time: candidates, their readings and scores for all masks at once would take
+        # hundreds of MB for 600 matched pairs. On the CPU, drawing the blocks' candidates one after the other gives
+        # the same numbers as one draw for all masks.
+        step = max(1, _POINTS_PER_BLOCK // max(num_candidates, 1))
+        points = torch.empty(num_masks, num_points, 2, device=logits.device)  # filled in place: no copies to join
+        for start in range(0, num_masks, step):
+            block_logits = logits[start : start + step]
+            candidates = torch.rand(block_logits.shape[0], num_candidates, 2, device=logits.device)
+            scores = uncertainty(point_sample(block_logits, candidates))[:, 0]  # (block, num_candidates)
+            # which points, not their order, matters (the losses average over points): unsorted is twice as fast
+            top = scores.topk(num_uncertain, dim=1, sorted=False).indices  # (block, num_uncertain)
+            points[start : start + step, :num_uncertain] = torch.gather(
+                candidates, 1, top.unsqueeze(-1).expand(-1, -1, 2)
+            )
         if num_random > 0:
-            points = torch.cat([points, torch.rand(num_masks, num_random, 2, device=logits.device)], dim=1)
+            points[:, num_uncertain:] = torch.rand(num_masks, num_random, 2, device=logits.device)
     return points
 
 

@@ -66,6 +66,22 @@ def test_parity_with_transformers_same_random_state():
         torch.testing.assert_close(ours[key], expected[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
+@pytest.mark.parametrize("masks_per_block", [1, 2, 3])
+def test_importance_sampling_in_blocks_draws_the_same_points(monkeypatch, masks_per_block):
+    # The candidates are drawn and scored a block of masks at a time (memory); on the CPU the draws follow each other
+    # in the global generator as one draw for all masks would, so the losses still equal transformers'.
+    num_candidates = 64 * 3  # make_criterion's K = 64, oversample ratio 3
+    monkeypatch.setattr(point_sampling, "_POINTS_PER_BLOCK", num_candidates * masks_per_block)
+    torch.manual_seed(0)
+    batch = random_batch()
+    torch.manual_seed(123)
+    expected = transformers_loss(4, 64, *batch)
+    torch.manual_seed(123)
+    ours = make_criterion()(*batch)
+    for key in expected:
+        torch.testing.assert_close(ours[key], expected[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
 def fixed_rand(*size, device=None, dtype=None, **kwargs):
     """A stand-in for `torch.rand` whose values depend only on the last two sizes (points, 2): every call with the
     same number of points gives the same points, whatever the batch size and whichever call comes first."""
