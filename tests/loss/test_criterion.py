@@ -55,6 +55,10 @@ def test_parity_with_transformers_same_random_state():
     # uniform points, then the importance-sampling candidates, then the random fill), so with the same seed the
     # points - and hence the losses - are the same. On the CPU one `torch.rand(batch, K, 2)` call yields the same
     # numbers as `batch` calls of `torch.rand(1, K, 2)`, which is what transformers' per-image loop does.
+    assert_same_losses_as_transformers_same_seed()
+
+
+def assert_same_losses_as_transformers_same_seed():
     torch.manual_seed(0)
     batch = random_batch()
     torch.manual_seed(123)
@@ -72,14 +76,7 @@ def test_importance_sampling_in_blocks_draws_the_same_points(monkeypatch, masks_
     # in the global generator as one draw for all masks would, so the losses still equal transformers'.
     num_candidates = 64 * 3  # make_criterion's K = 64, oversample ratio 3
     monkeypatch.setattr(point_sampling, "_POINTS_PER_BLOCK", num_candidates * masks_per_block)
-    torch.manual_seed(0)
-    batch = random_batch()
-    torch.manual_seed(123)
-    expected = transformers_loss(4, 64, *batch)
-    torch.manual_seed(123)
-    ours = make_criterion()(*batch)
-    for key in expected:
-        torch.testing.assert_close(ours[key], expected[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert_same_losses_as_transformers_same_seed()
 
 
 def fixed_rand(*size, device=None, dtype=None, **kwargs):
