@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -79,6 +81,21 @@ def test_float_inputs_agree_across_pil_numpy_and_torch(grey):
     expected = pixels(Image.fromarray(grey))
     for image in (Image.fromarray(values, mode="F"), values, torch.from_numpy(values), values.astype(np.float64)):
         assert torch.equal(pixels(image), expected)
+
+
+def test_arrays_are_read_without_writing_to_them_or_warning(rgb):
+    # `np.asarray(pil_image)` is read-only: the processor copies it rather than let torch warn about shared memory;
+    # a writable array (numpy or torch) is left as it was
+    expected = pixels(Image.fromarray(rgb))
+    read_only = np.asarray(Image.fromarray(rgb))
+    assert not read_only.flags.writeable
+    writable = rgb.astype(np.float32)
+    tensor = torch.from_numpy(rgb.copy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for image in (read_only, writable, tensor):
+            assert torch.equal(pixels(image), expected)
+    assert np.array_equal(writable, rgb) and torch.equal(tensor, torch.from_numpy(rgb))
 
 
 def test_colour_modes_equal_their_rgb_twin(tmp_path, rgb):

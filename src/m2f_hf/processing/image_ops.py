@@ -161,7 +161,10 @@ def to_chw_tensor(
                     f"`{argument}` must have dtype uint8, uint16 or floating point; got a numpy array of dtype "
                     f"{image.dtype}."
                 )
-            tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=image.dtype.newbyteorder("=")))
+            native = image.dtype.newbyteorder("=")
+            # a read-only array (`np.asarray(pil_image)`) is copied: torch warns about sharing its memory
+            array = np.ascontiguousarray(image, dtype=native) if image.flags.writeable else np.array(image, native)
+            tensor = torch.from_numpy(array)
         elif isinstance(image, torch.Tensor):
             tensor = image.detach()
         else:
