@@ -30,8 +30,8 @@ def test_controls_make_sliding_window_options_and_bad_values_name_the_field():
     assert options.sliding_window and options.window_size == 64 and options.window_overlap == 0.5
     with pytest.raises(service.DemoInputError, match="window_size must be a multiple of 32 .* got 100"):
         service.make_options("panoptic", 0.5, sliding_window=True, window_size=controls["window_size"].convert(100))
-    with pytest.raises(service.DemoInputError, match="tta is for task='semantic' or 'panoptic'"):
-        service.make_options("instance", 0.5, tta=True)
+    with pytest.raises(service.DemoInputError, match="sliding_window and tta cannot be combined"):
+        service.make_options("instance", 0.5, tta=True, sliding_window=True)
 
 
 @pytest.mark.skipif(GRADIO_MISSING, reason=GRADIO_REASON)

@@ -175,7 +175,7 @@ def test_an_image_too_large_for_plain_inference_gets_the_suggestion(loaded, monk
         (["--sliding-window", "--window-size", "100"], "--window-size must be a positive multiple of 32"),
         (["--window-size", "128"], "--window-size is for --sliding-window"),
         (["--sliding-window", "--window-overlap", "0.95"], r"--window-overlap must lie in \[0, 0.9\]"),
-        (["--tta", "--task", "instance"], "--tta is for --task semantic or panoptic"),
+        (["--tta", "--sliding-window"], "--tta and --sliding-window cannot be combined"),
         (["--tta", "--task", "semantic", "--tta-scales", "1,x"], "--tta-scales must be positive numbers"),
         (["--tta-scales", "1"], "--tta-scales and --no-tta-flip are for --tta"),
         (

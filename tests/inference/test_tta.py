@@ -3,11 +3,14 @@ that are averaged; the options and the pipeline's arguments."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from m2f_hf.cli import main
 from m2f_hf.inference.segment import SegmentOptions, segment_image
 from m2f_hf.inference.tta import _mirror, check_tta_scales, scaled_size
 from m2f_hf.resources import default_model_path, example_images
@@ -62,10 +65,13 @@ def test_tta_options_are_checked():
         with pytest.raises(ValueError, match="tta_scales must be a non-empty list of positive numbers"):
             SegmentOptions(task="semantic", tta=True, tta_scales=bad)
     assert scaled_size({"shortest_edge": 128, "longest_edge": None}, 0.75) == {"shortest_edge": 96}
-    with pytest.raises(ValueError, match="tta is for task='semantic' or 'panoptic'"):
-        SegmentOptions(task="instance", tta=True)
+    with pytest.raises(ValueError, match="sliding_window and tta cannot be combined"):
+        SegmentOptions(task="instance", tta=True, sliding_window=True)
     assert SegmentOptions(task="semantic", tta=True, tta_scales=(1, 2)).as_dict()["tta_scales"] == [1.0, 2.0]
     assert SegmentOptions(task="panoptic", tta=True).scales == (1.0,)  # the flip only: scales lowered PQ
+    assert SegmentOptions(task="instance", tta=True).scales == (1.0,)  # the flip only: scales added no AP
+    assert SegmentOptions(task="semantic", tta=True).as_dict()["tta_scales"] == [0.75, 1.0, 1.25]  # the default
+    assert SegmentOptions(task="semantic").as_dict()["tta_scales"] is None
 
 
 def test_panoptic_tta_of_one_pass_is_plain_and_the_flip_ensemble_keeps_the_segments(loaded, images):
@@ -77,6 +83,23 @@ def test_panoptic_tta_of_one_pass_is_plain_and_the_flip_ensemble_keeps_the_segme
         flipped = segment_image(loaded, image, SegmentOptions(task="panoptic", tta=True))
         assert flipped["segmentation"].shape == plain["segmentation"].shape
         if image.shape == (128, 128, 3):  # at the model's size the classes found are the same
+            labels = sorted(s["label_id"] for s in flipped["segments_info"])
+            assert labels == sorted(s["label_id"] for s in plain["segments_info"])
+
+
+@pytest.mark.parametrize("full_masks", [False, True])
+def test_instance_tta_of_one_pass_is_plain_and_the_flip_ensemble_finds_the_same_things(loaded, images, full_masks):
+    settings = {"task": "instance", "full_instance_masks": full_masks}
+    for image in images:
+        plain = segment_image(loaded, image, SegmentOptions(**settings))
+        one = segment_image(loaded, image, SegmentOptions(**settings, tta=True, tta_flip=False))
+        assert torch.equal(plain["segmentation"], one["segmentation"])
+        assert plain["segments_info"] == one["segments_info"]
+        flipped = segment_image(loaded, image, SegmentOptions(**settings, tta=True))
+        assert flipped["segmentation"].shape[-2:] == image.shape[:2]
+        # thing classes only, as plain instance inference (the bundled model's things: circle, square, triangle)
+        assert {s["label_id"] for s in flipped["segments_info"]} <= set(loaded.model.config.thing_ids)
+        if image.shape == (128, 128, 3):
             labels = sorted(s["label_id"] for s in flipped["segments_info"])
             assert labels == sorted(s["label_id"] for s in plain["segments_info"])
 
@@ -100,3 +123,11 @@ def test_the_pipeline_takes_the_large_image_and_tta_arguments(images):
     assert all(np.array_equal(np.asarray(a["mask"]), masks[a["label"]]) for a in tta)
     with pytest.raises(ValueError, match="batch_size=1"):
         segmenter([picture, picture], sliding_window=True, batch_size=2)
+
+
+def test_the_command_runs_instance_tta_and_records_its_scales(tmp_path, capsys):
+    assert main(["--example", "--task", "instance", "--tta", "--output", str(tmp_path)]) == 0
+    documents = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("*.json"))]
+    assert documents and all(d["options"]["tta"] and d["options"]["tta_scales"] == [1.0] for d in documents)
+    assert all(s["label"] in {"circle", "square", "triangle"} for d in documents for s in d["segments"])
+    assert any(d["segments"] for d in documents)

@@ -195,13 +195,13 @@ def add_large_image_options(parser: argparse.ArgumentParser) -> None:
         "--tta",
         action="store_true",
         help="test-time augmentation: semantic, class scores averaged over --tta-scales and a horizontal flip; "
-        "panoptic, the mask predictions of the image and its mirror image ensembled",
+        "panoptic and instance, the mask predictions of the image and its mirror image ensembled",
     )
     group.add_argument(
         "--tta-scales",
         default=None,
         metavar="S,S,...",
-        help="--tta: factors of the model's input size (default: semantic 0.75,1,1.25; panoptic 1, the flip only)",
+        help="--tta: factors of the model's input size (default: semantic 0.75,1,1.25; panoptic, instance 1: the flip only)",
     )
     group.add_argument("--no-tta-flip", action="store_true", help="--tta: do not add the mirrored image")
 
@@ -292,11 +292,6 @@ def _check_large_images(args: argparse.Namespace) -> None:
         raise CLIError("--tta-scales and --no-tta-flip are for --tta; add --tta.")
     if args.tta_scales is not None:
         parse_scales(args.tta_scales)
-    if args.tta and args.task == "instance":
-        raise CLIError(
-            "--tta is for --task semantic or panoptic; got --task instance (its mask ensembling was not measured: "
-            "docs/inference.md)."
-        )
     if args.tta and args.sliding_window:
         raise CLIError("--tta and --sliding-window cannot be combined; choose one.")
     if args.sliding_window and args.format == "coco" and args.task == "instance":

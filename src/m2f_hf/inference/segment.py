@@ -34,8 +34,8 @@ class SegmentOptions:
         window_overlap: the fraction of a window shared with each neighbour, in [0, 0.9].
         tta: test-time augmentation (`inference/tta.py`): the image at each of `tta_scales` (factors of the
             processor's resize size), and mirrored with `tta_flip`, the predictions averaged at the image's size.
-        tta_scales: the scales of `tta`; None: the measured best for the task (semantic 0.75, 1, 1.25; panoptic 1:
-            the flip only, since scale ensembling lowered PQ; docs/benchmarks.md).
+        tta_scales: the scales of `tta`; None: the measured best for the task (semantic 0.75, 1, 1.25; panoptic and
+            instance 1: the flip only, since scale ensembling lowered PQ and added no AP; docs/benchmarks.md).
         tta_flip: `tta` also runs each scale on the horizontally mirrored image.
     """
 
@@ -59,8 +59,11 @@ class SegmentOptions:
 
     def as_dict(self) -> dict:
         """The options as JSON-ready values (recorded with each result, so that a resumed run can tell whether an
-        earlier result was made the same way)."""
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        earlier result was made the same way); with `tta`, the scales in use, the task's default included."""
+        values = asdict(self)
+        if self.tta:
+            values["tta_scales"] = self.scales
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -77,11 +80,6 @@ class SegmentOptions:
             raise ValueError(
                 "full_instance_masks (whole, overlapping instance masks: --format coco --task instance) cannot be "
                 "combined with sliding_window, whose instances are the visible parts merged over the windows."
-            )
-        if self.tta and self.task == "instance":
-            raise ValueError(
-                "tta is for task='semantic' or 'panoptic'; got task='instance' (its mask ensembling was not "
-                "measured: docs/inference.md)."
             )
         if self.sliding_window and self.tta:
             raise ValueError("sliding_window and tta cannot be combined; choose one.")

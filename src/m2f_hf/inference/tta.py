@@ -4,6 +4,9 @@ Semantic segmentation averages the per-pixel class scores of every pass at the i
 multi-scale inference; scores are sum_q p(c | q) * sigmoid(m_q(x)), as in plain inference). Scales are factors of
 the processor's resize size (shortest edge 128 for the bundled model: 0.75 gives 96). With one scale of 1.0 and no
 flip the result is plain inference's.
+
+Panoptic and instance segmentation ensemble the mask predictions instead (`ensembled_queries`): the passes' queries
+are matched to the plain pass's by mask IoU, averaged, and go through the task's plain inference.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import math
 import numbers
 
 # measured on the bundled model's held-out set (benchmarks/bench_tta.py): scales help semantic mIoU; for panoptic
-# only the flip helps (+0.8 PQ), scales lower PQ
-DEFAULT_TTA_SCALES = {"semantic": (0.75, 1.0, 1.25), "panoptic": (1.0,)}
+# and instance the flip helps (+0.8 PQ, +3.9 AP) and scales do not (they lower PQ; AP gains no more than the flip's)
+DEFAULT_TTA_SCALES = {"semantic": (0.75, 1.0, 1.25), "panoptic": (1.0,), "instance": (1.0,)}
 
 
 def default_tta_scales(task: str) -> tuple[float, ...]:
@@ -42,13 +45,15 @@ def scaled_size(size: dict, scale: float) -> dict:
 
 def segment_tta(loaded, image, options):
     """`image` with test-time augmentation (`options.scales`, `options.tta_flip`): semantic, the (H, W) int64 class
-    map of the averaged class scores; panoptic, the ensemble of `panoptic_tta`."""
+    map of the averaged class scores; panoptic and instance, the ensembles of `panoptic_tta` and `instance_tta`."""
     import torch
 
     from .segment import image_size
 
     if options.task == "panoptic":
         return panoptic_tta(loaded, image, options)
+    if options.task == "instance":
+        return instance_tta(loaded, image, options)
     processor = loaded.processor
     height, width = image_size(image, processor)
     flips = (False, True) if options.tta_flip else (False,)
@@ -99,49 +104,83 @@ def _passes(loaded, image, scales, flip):
             yield outputs.class_queries_logits[0].float(), logits.flip(-1) if mirrored else logits
 
 
-def panoptic_tta(loaded, image, options) -> dict:
-    """Panoptic result of an ensemble of passes: every pass's queries are matched to the first scale-1 pass's
-    queries by mask IoU (Hungarian, IoU >= 0.5), matched class and mask probabilities are averaged at the image's
-    size, and the averaged queries go through plain panoptic inference (same thresholds, stuff fused)."""
+def ensembled_queries(loaded, image, options):
+    """(class logits (Q, C+1), mask logits (Q, H, W) at the image's size) of an ensemble of passes: every pass's
+    queries are matched to the first scale-1 pass's queries by mask IoU (Hungarian, IoU >= 0.5), and matched class
+    and mask probabilities are averaged. One pass: that pass's logits unchanged."""
     import torch
     from scipy.optimize import linear_sum_assignment
-
-    from ..processing.postprocess import ImageGeometry, panoptic_inference
-    from .segment import image_size, stuff_label_ids
 
     scales = options.scales
     passes = list(_passes(loaded, image, scales, options.tta_flip))
     reference = (scales.index(1.0) if 1.0 in scales else 0) * (2 if options.tta_flip else 1)
     class_logits, mask_logits = passes[reference]
-    if len(passes) > 1:
-        probs, masks = class_logits.softmax(-1), mask_logits.sigmoid()
-        count = torch.ones(probs.shape[0], device=probs.device)
-        ref_binary = (mask_logits > 0).flatten(1).float()
-        for index, (other_class, other_masks) in enumerate(passes):
-            if index == reference:
-                continue
-            binary = (other_masks > 0).flatten(1).float()
-            inter = ref_binary @ binary.t()
-            iou = inter / (ref_binary.sum(1)[:, None] + binary.sum(1)[None] - inter).clamp(min=1)
-            rows, cols = linear_sum_assignment(-iou.cpu().numpy())
-            for r, c in zip(rows.tolist(), cols.tolist()):
-                if iou[r, c] >= 0.5:
-                    probs[r] += other_class[c].softmax(-1)
-                    masks[r] += other_masks[c].sigmoid()
-                    count[r] += 1
-        class_logits = (probs / count[:, None]).log()
-        mask_logits = (masks / count[:, None, None]).clamp(1e-6, 1 - 1e-6).logit()
-    height, width = image_size(image, loaded.processor)
+    if len(passes) == 1:
+        return class_logits, mask_logits
+    probs, masks = class_logits.softmax(-1), mask_logits.sigmoid()
+    count = torch.ones(probs.shape[0], device=probs.device)
+    ref_binary = (mask_logits > 0).flatten(1).float()
+    for index, (other_class, other_masks) in enumerate(passes):
+        if index == reference:
+            continue
+        binary = (other_masks > 0).flatten(1).float()
+        inter = ref_binary @ binary.t()
+        iou = inter / (ref_binary.sum(1)[:, None] + binary.sum(1)[None] - inter).clamp(min=1)
+        rows, cols = linear_sum_assignment(-iou.cpu().numpy())
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            if iou[r, c] >= 0.5:
+                probs[r] += other_class[c].softmax(-1)
+                masks[r] += other_masks[c].sigmoid()
+                count[r] += 1
+    class_logits = (probs / count[:, None]).log()
+    mask_logits = (masks / count[:, None, None]).clamp(1e-6, 1 - 1e-6).logit()
+    return class_logits, mask_logits
+
+
+def panoptic_tta(loaded, image, options) -> dict:
+    """Panoptic result of the ensemble of `ensembled_queries`, through plain panoptic inference (same thresholds,
+    stuff fused)."""
+    from ..processing.postprocess import panoptic_inference
+    from .segment import stuff_label_ids
+
+    class_logits, mask_logits = ensembled_queries(loaded, image, options)
     segmentation, segments = panoptic_inference(
         class_logits,
         mask_logits,
-        ImageGeometry((height, width), (height, width), (height, width)),
+        _identity_geometry(mask_logits),
         threshold=options.threshold,
         mask_threshold=options.mask_threshold,
         overlap_mask_area_threshold=options.overlap_mask_area_threshold,
         label_ids_to_fuse=stuff_label_ids(loaded.model.config),
     )
     return {"segmentation": segmentation.cpu(), "segments_info": segments}
+
+
+def instance_tta(loaded, image, options) -> dict:
+    """Instance result of the ensemble of `ensembled_queries`, through plain instance inference (same thresholds,
+    thing classes only unless `keep_all_classes`; whole masks with `full_instance_masks`)."""
+    from ..processing.postprocess import instance_inference
+
+    class_logits, mask_logits = ensembled_queries(loaded, image, options)
+    thing_ids = None if options.keep_all_classes else getattr(loaded.model.config, "thing_ids", None)
+    segmentation, segments, binary_maps = instance_inference(
+        class_logits,
+        mask_logits,
+        _identity_geometry(mask_logits),
+        threshold=options.threshold,
+        mask_threshold=options.mask_threshold,
+        overlap_mask_area_threshold=options.overlap_mask_area_threshold,
+        thing_ids=frozenset(thing_ids) if thing_ids is not None else None,
+    )
+    segmentation = binary_maps if options.full_instance_masks else segmentation
+    return {"segmentation": segmentation.cpu(), "segments_info": segments}
+
+
+def _identity_geometry(mask_logits):
+    from ..processing.postprocess import ImageGeometry
+
+    size = tuple(mask_logits.shape[-2:])
+    return ImageGeometry(size, size, size)
 
 
 def _mirror(pixel_values, pixel_mask):
@@ -157,6 +196,8 @@ __all__ = [
     "DEFAULT_TTA_SCALES",
     "check_tta_scales",
     "default_tta_scales",
+    "ensembled_queries",
+    "instance_tta",
     "panoptic_tta",
     "scaled_size",
     "segment_tta",
