@@ -9,7 +9,7 @@ import pytest
 
 from m2f_hf.inference import SegmentOptions, segment_image, segments_to_records
 from m2f_hf.inference.inputs import InputItem
-from m2f_hf.inference.video import VideoError, probe_video, run_video, video_is_done
+from m2f_hf.inference.video import VideoError, probe_video, quarter_turns, run_video, upright, video_is_done
 from m2f_hf.inference.writers import DrawOptions
 
 av = pytest.importorskip("av", reason="PyAV (the `video` extra, also in `dev`) reads and writes videos")
@@ -17,11 +17,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 NUM_FRAMES, FPS = 4, 5
 
 
-def write_video(path, frames, fps=FPS):
+def write_video(path, frames, fps=FPS, rotation=None):
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p"
+        if rotation is not None:
+            stream.set_display_rotation(rotation)  # degrees counter-clockwise, as a phone records portrait video
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
@@ -73,3 +75,39 @@ def test_a_file_that_is_not_a_video_is_a_clear_error(loaded, tmp_path):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
     with pytest.raises(VideoError, match="no such file"):
         probe_video(str(tmp_path / "missing.mp4"))
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_a_rotated_video_is_segmented_upright(loaded, tmp_path, rotation):
+    """A phone video stored sideways with a display rotation: the frames are turned as a player shows them before
+    they are segmented, and the outputs have the upright size."""
+    from PIL import Image
+
+    from m2f_hf.resources import example_images
+
+    shown = np.asarray(Image.open(example_images()[1]).convert("RGB"))[:, :96]  # 128 x 96 as a player shows it
+    stored = np.ascontiguousarray(np.rot90(shown, k=-(rotation // 90)))  # what the camera wrote
+    path = tmp_path / "phone.mp4"
+    write_video(path, [stored] * 2, rotation=rotation)
+    info = probe_video(str(path))
+    assert info.rotation % 360 == rotation % 360 and (info.height, info.width) == shown.shape[:2]
+    with av.open(str(path)) as container:
+        decoded = [upright(f.to_ndarray(format="rgb24"), f.rotation) for f in container.decode(video=0)]
+    assert decoded[0].shape == shown.shape and np.abs(decoded[0].astype(int) - shown).mean() < 8  # lossy codec
+    summary = run_video(
+        loaded, InputItem(str(path), "phone", "video"), SegmentOptions(), tmp_path / "out", draw=DrawOptions()
+    )
+    assert summary.frames == 2
+    lines = [json.loads(line) for line in (tmp_path / "out" / "phone.jsonl").read_text().splitlines()]
+    expected = segments_to_records(segment_image(loaded, decoded[0], SegmentOptions()), loaded.id2label)
+    assert (lines[0]["height"], lines[0]["width"]) == (128, 96)
+    assert [s["segmentation"] for s in lines[0]["segments"]] == [s["segmentation"] for s in expected]
+    assert probe_video(str(tmp_path / "out" / "phone.mp4")).height == 128  # the annotated video is upright
+
+
+def test_quarter_turns():
+    assert [quarter_turns(r) for r in (0, None, 90, -90, 180, -180, 270)] == [0, 0, 1, 3, 2, 2, 3]
+    assert quarter_turns(45) is None
+    frame = np.arange(6, dtype=np.uint8).reshape(2, 3, 1).repeat(3, -1)
+    assert upright(frame, 45) is frame and upright(frame, 0) is frame
+    assert upright(frame, 90)[:, :, 0].tolist() == [[2, 5], [1, 4], [0, 3]]  # counter-clockwise

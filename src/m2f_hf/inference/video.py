@@ -4,6 +4,10 @@ document per frame, with `frame` and `time` in seconds).
 Videos are decoded and encoded with PyAV (`pip install "m2f_hf[video]"`): FFmpeg's own libraries, shipped inside
 its wheels for Linux, macOS and Windows (no system FFmpeg, no download at run time), decoding every container and
 codec FFmpeg knows and writing H.264. Frames are decoded in a DataLoader worker and segmented in batches.
+
+Phone videos are often stored sideways with a display rotation (the container's display matrix); frames are turned
+upright by it before they are segmented, as players show them, and the outputs are upright. A rotation that is not
+a quarter turn is not applied, with a warning.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
+from transformers.utils import logging
 
 from .batch import pad_collate
 from .records import result_document, segments_to_records
 from .writers import DrawOptions
 
+logger = logging.get_logger(__name__)
 VIDEO_EXTRA = 'pip install "m2f_hf[video]"'
 _DEFAULT_FPS = Fraction(25)
 
@@ -41,10 +47,25 @@ def _av():
 
 @dataclass(frozen=True)
 class VideoInfo:
-    width: int
+    width: int  # of the upright frames (after `rotation`)
     height: int
     fps: Fraction
     frames: int | None  # as the container says; None when it does not
+    rotation: int = 0  # degrees counter-clockwise that turn the stored frames upright (the display matrix's)
+
+
+def quarter_turns(rotation) -> int | None:
+    """`np.rot90`'s k for a display rotation in degrees counter-clockwise; None when it is not a quarter turn."""
+    degrees = float(rotation or 0)
+    if degrees % 90:
+        return None
+    return int(degrees // 90) % 4
+
+
+def upright(rgb: np.ndarray, rotation) -> np.ndarray:
+    """A decoded (H, W, 3) frame turned by its display rotation (kept as stored when that is not a quarter turn)."""
+    turns = quarter_turns(rotation)
+    return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
 
 
 def probe_video(path: str) -> VideoInfo:
@@ -58,7 +79,18 @@ def probe_video(path: str) -> VideoInfo:
                 raise VideoError("the file has no video stream")
             stream = container.streams.video[0]
             fps = stream.average_rate or stream.guessed_rate or _DEFAULT_FPS
-            return VideoInfo(stream.width, stream.height, Fraction(fps), stream.frames or None)
+            first = next(iter(container.decode(video=0)), None)
+            rotation = int(round(first.rotation)) if first is not None else 0
+            width, height = stream.width, stream.height
+            turns = quarter_turns(rotation)
+            if turns is None:
+                logger.warning(
+                    f"{path}: the display rotation of {rotation} degrees is not a quarter turn; the frames are "
+                    "segmented as stored."
+                )
+            elif turns % 2:
+                width, height = height, width
+            return VideoInfo(width, height, Fraction(fps), stream.frames or None, rotation)
     except av.error.FFmpegError as error:
         raise VideoError(f"cannot decode the video ({error.strerror or error})") from error
 
@@ -77,7 +109,7 @@ class VideoFrames(IterableDataset):
         try:
             with av.open(self.path) as container:
                 for frame in container.decode(video=0):
-                    rgb = frame.to_ndarray(format="rgb24")
+                    rgb = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
                     inputs = self.processor(images=[rgb], return_tensors="pt")
                     yield {
                         "index": index,
@@ -236,4 +268,14 @@ def _with_times(collate):
     return collate_frames
 
 
-__all__ = ["VideoError", "VideoFrames", "VideoInfo", "probe_video", "run_video", "video_is_done", "video_outputs"]
+__all__ = [
+    "VideoError",
+    "VideoFrames",
+    "VideoInfo",
+    "probe_video",
+    "quarter_turns",
+    "run_video",
+    "upright",
+    "video_is_done",
+    "video_outputs",
+]
