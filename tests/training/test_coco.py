@@ -88,6 +88,22 @@ def test_images_under_image_dir_and_skipped_annotations_are_counted(tmp_path):
     assert empty.classes == {} and not empty.segments.any()
 
 
+def test_categories_without_annotations_are_kept_and_reported(tmp_path):
+    # Roboflow's COCO export: category 0 is the dataset's own name (supercategory "none"), with no annotations
+    path = make_instances(tmp_path)
+    data = json.loads(path.read_text())
+    data["categories"].insert(0, {"id": 0, "name": "shapes", "supercategory": "none"})
+    exported = tmp_path / "_annotations.coco.json"
+    exported.write_text(json.dumps(data))
+    dataset = CocoDataset(exported)
+    assert dataset.label_set.dataset_ids == [0, 3, 7, 90]  # kept: the ids stay the dataset's
+    assert dataset.unannotated_categories() == ["0 'shapes'"]
+    assert "1 of 4 categories have no annotation and cannot be learnt" in dataset.unannotated_warning()
+    assert CocoDataset(path).unannotated_warning() is None
+    panoptic = CocoDataset(make_panoptic(tmp_path), image_dir=tmp_path / "train")
+    assert panoptic.unannotated_categories() == []  # segments_info counted
+
+
 def test_panoptic_official_layout(tmp_path):
     path = make_panoptic(tmp_path)
     dataset = CocoDataset(path, image_dir=tmp_path / "train")

@@ -166,6 +166,7 @@ class CocoDataset:
     def _check_annotations(self, annotations: list) -> dict[Any, list]:
         by_id = {image["id"]: image for image in self.images}
         grouped: dict[Any, list] = defaultdict(list)
+        self.class_counts: Counter = Counter()  # training class -> annotations (instances) or segments (panoptic)
         for position, annotation in enumerate(annotations):
             if not isinstance(annotation, Mapping) or annotation.get("image_id") not in by_id:
                 image_id = annotation.get("image_id") if isinstance(annotation, Mapping) else None
@@ -176,7 +177,7 @@ class CocoDataset:
             where = f"{self._describe(image)}, annotation id {annotation.get('id', position)}"
             if self.panoptic:
                 for segment in annotation.get("segments_info") or []:
-                    self._category(segment.get("category_id"), where)
+                    self.class_counts[self._category(segment.get("category_id"), where)] += 1
                 if "file_name" not in annotation:
                     raise DataError(f"{where}: a panoptic annotation needs the 'file_name' of its PNG.")
                 png = os.path.join(self.panoptic_dir, annotation["file_name"])
@@ -193,6 +194,7 @@ class CocoDataset:
                 raise DataError(f"{self._describe(image)}: the image entry needs 'height' and 'width'.")
             check_segmentation(segmentation, int(image["height"]), int(image["width"]), where)
             grouped[image["id"]].append(annotation)
+            self.class_counts[self.lookup[int(annotation["category_id"])]] += 1
         if self.skipped and not grouped:
             raise DataError(
                 f"{self.path}: no annotation has a 'segmentation' (boxes only?); training needs masks (polygons "
@@ -202,6 +204,24 @@ class CocoDataset:
         if empty:
             self.skipped["images without annotations (trained as background only)"] = empty
         return grouped
+
+    def unannotated_categories(self) -> list[str]:
+        """The categories with no (segmented) annotation in this file, as "id 'name'": they stay classes, so that
+        the ids stay the dataset's, but a model cannot learn them. Roboflow's COCO exports, for one, list the
+        dataset's own name as category 0 with no annotations."""
+        names, ids = self.label_set.names, self.label_set.dataset_ids
+        return [f"{ids[k]} {names[k]!r}" for k in range(len(names)) if not self.class_counts[k]]
+
+    def unannotated_warning(self) -> str | None:
+        """The training log's warning about `unannotated_categories`, or None when every category is annotated."""
+        unannotated = self.unannotated_categories()
+        if not unannotated:
+            return None
+        return (
+            f"{self.path}: {len(unannotated)} of {len(self.label_set.names)} categories have no annotation and "
+            f"cannot be learnt (they are kept as classes, with the dataset's ids): {', '.join(unannotated[:10])}"
+            f"{' ...' if len(unannotated) > 10 else ''}."
+        )
 
     def summary(self) -> str:
         """One line for the log: images, annotations, and what was skipped."""
