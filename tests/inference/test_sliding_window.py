@@ -169,6 +169,24 @@ def test_an_image_too_large_for_plain_inference_gets_the_suggestion(loaded, monk
     assert (tmp_path / "out" / "big.json").is_file()
 
 
+@pytest.mark.parametrize("task", ["panoptic", "instance", "semantic"])
+def test_test_time_augmentation_is_checked_for_the_memory_it_needs(loaded, monkeypatch, task):
+    image = _example(0)  # 128 x 128: plain needs 2.9 MB, the TTA ensemble (24 bytes per query and pixel) 7.9 MB
+    monkeypatch.setattr(limits, "available_memory", lambda device=None: 6_000_000)
+    segment_image(loaded, image, SegmentOptions(task=task))  # plain fits in 3/4 of 6 MB
+    tta = SegmentOptions(task=task, tta=True)
+    if task == "semantic":  # the class scores add 12 bytes per class and pixel (4.1 MB in all): fits
+        assert segment_image(loaded, image, tta) is not None
+        return
+    with pytest.raises(ImageTooLargeError, match=r"with test-time augmentation \(0.0 GB without it\).*Leave out"):
+        segment_image(loaded, image, tta)
+    assert limits.plain_inference_bytes(20, 100, 100, tta) == 24 * 20 * 100 * 100
+    assert (
+        limits.plain_inference_bytes(20, 100, 100, SegmentOptions(task="semantic", tta=True), 6)
+        == (9 * 20 + 12 * 6) * 100 * 100
+    )
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

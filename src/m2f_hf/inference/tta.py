@@ -81,7 +81,8 @@ def segment_tta(loaded, image, options):
 
 
 def _passes(loaded, image, scales, flip):
-    """Per pass: (class logits (Q, C+1), mask logits (Q, H, W) at the image's size, mirrored back)."""
+    """Per pass, in the order of `scales` (each unmirrored first): (class logits (Q, C+1), mask logits (Q, H, W) at
+    the image's size, mirrored back). One pass's full-size logits are alive at a time."""
     import torch
 
     from ..processing.postprocess import upsample_crop_resize
@@ -99,41 +100,70 @@ def _passes(loaded, image, scales, flip):
             with torch.inference_mode():
                 outputs = loaded.model(pixel_values=values.to(loaded.device), pixel_mask=mask.to(loaded.device))
             mask_logits = outputs.masks_queries_logits.float()
+            class_logits = outputs.class_queries_logits[0].float()
             geometry = processor._geometry(mask_logits, [(height, width)], mask.to(mask_logits.device))[0]
+            del outputs
             logits = upsample_crop_resize(mask_logits[0], geometry)
-            yield outputs.class_queries_logits[0].float(), logits.flip(-1) if mirrored else logits
+            del mask_logits
+            if mirrored:
+                logits = logits.flip(-1)
+            yield class_logits, logits
+            del logits
+
+
+# pixels per block of the intersection products: float32 sums of 0/1 stay exact below 2**24
+_PIXELS_PER_BLOCK = 1 << 22
+
+
+def _intersections(a, b):
+    """(Qa, Qb) pixel counts of the intersections of two stacks of bool masks (Qa, H, W) and (Qb, H, W), a block
+    of pixels at a time (no float copy of the whole stacks)."""
+    import torch
+
+    a, b = a.flatten(1), b.flatten(1)
+    total = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
+    for start in range(0, a.shape[1], _PIXELS_PER_BLOCK):
+        block = slice(start, start + _PIXELS_PER_BLOCK)
+        total += (a[:, block].float() @ b[:, block].float().t()).double()
+    return total
 
 
 def ensembled_queries(loaded, image, options):
     """(class logits (Q, C+1), mask logits (Q, H, W) at the image's size) of an ensemble of passes: every pass's
     queries are matched to the first scale-1 pass's queries by mask IoU (Hungarian, IoU >= 0.5), and matched class
-    and mask probabilities are averaged. One pass: that pass's logits unchanged."""
+    and mask probabilities are averaged. One pass: that pass's logits unchanged.
+
+    The passes are run one after the other and summed as they come, so the full-size state is the sum of mask
+    probabilities, the reference pass's binary masks and one pass's logits (about 10 bytes per query and pixel)."""
     import torch
     from scipy.optimize import linear_sum_assignment
 
-    scales = options.scales
-    passes = list(_passes(loaded, image, scales, options.tta_flip))
-    reference = (scales.index(1.0) if 1.0 in scales else 0) * (2 if options.tta_flip else 1)
-    class_logits, mask_logits = passes[reference]
-    if len(passes) == 1:
+    scales = list(options.scales)
+    first = scales.index(1.0) if 1.0 in scales else 0
+    passes = _passes(loaded, image, [scales[first], *scales[:first], *scales[first + 1 :]], options.tta_flip)
+    class_logits, mask_logits = next(passes)
+    if len(scales) == 1 and not options.tta_flip:
         return class_logits, mask_logits
-    probs, masks = class_logits.softmax(-1), mask_logits.sigmoid()
+    probs = class_logits.softmax(-1)
+    ref_binary = mask_logits > 0
+    ref_area = ref_binary.flatten(1).sum(1).double()
+    masks = mask_logits.sigmoid_()  # the reference's logits are not needed any more: its probabilities in place
+    del mask_logits
     count = torch.ones(probs.shape[0], device=probs.device)
-    ref_binary = (mask_logits > 0).flatten(1).float()
-    for index, (other_class, other_masks) in enumerate(passes):
-        if index == reference:
-            continue
-        binary = (other_masks > 0).flatten(1).float()
-        inter = ref_binary @ binary.t()
-        iou = inter / (ref_binary.sum(1)[:, None] + binary.sum(1)[None] - inter).clamp(min=1)
+    for other_class, other_masks in passes:
+        binary = other_masks > 0
+        inter = _intersections(ref_binary, binary)
+        iou = inter / (ref_area[:, None] + binary.flatten(1).sum(1).double()[None] - inter).clamp(min=1)
+        del binary
         rows, cols = linear_sum_assignment(-iou.cpu().numpy())
         for r, c in zip(rows.tolist(), cols.tolist()):
             if iou[r, c] >= 0.5:
                 probs[r] += other_class[c].softmax(-1)
                 masks[r] += other_masks[c].sigmoid()
                 count[r] += 1
+        del other_masks
     class_logits = (probs / count[:, None]).log()
-    mask_logits = (masks / count[:, None, None]).clamp(1e-6, 1 - 1e-6).logit()
+    mask_logits = masks.div_(count[:, None, None]).clamp_(1e-6, 1 - 1e-6).logit_()
     return class_logits, mask_logits
 
 
