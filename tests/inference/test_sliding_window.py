@@ -171,7 +171,7 @@ def test_an_image_too_large_for_plain_inference_gets_the_suggestion(loaded, monk
 
 @pytest.mark.parametrize("task", ["panoptic", "instance", "semantic"])
 def test_test_time_augmentation_is_checked_for_the_memory_it_needs(loaded, monkeypatch, task):
-    image = _example(0)  # 128 x 128: plain needs 2.9 MB, the TTA ensemble (24 bytes per query and pixel) 7.9 MB
+    image = _example(0)  # 128 x 128: plain needs 2.9 MB, the TTA ensemble (18 bytes per query and pixel) 5.9 MB
     monkeypatch.setattr(limits, "available_memory", lambda device=None: 6_000_000)
     segment_image(loaded, image, SegmentOptions(task=task))  # plain fits in 3/4 of 6 MB
     tta = SegmentOptions(task=task, tta=True)
@@ -180,7 +180,7 @@ def test_test_time_augmentation_is_checked_for_the_memory_it_needs(loaded, monke
         return
     with pytest.raises(ImageTooLargeError, match=r"with test-time augmentation \(0.0 GB without it\).*Leave out"):
         segment_image(loaded, image, tta)
-    assert limits.plain_inference_bytes(20, 100, 100, tta) == 24 * 20 * 100 * 100
+    assert limits.plain_inference_bytes(20, 100, 100, tta) == 18 * 20 * 100 * 100
     assert (
         limits.plain_inference_bytes(20, 100, 100, SegmentOptions(task="semantic", tta=True), 6)
         == (9 * 20 + 12 * 6) * 100 * 100

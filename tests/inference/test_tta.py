@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from m2f_hf.cli import main
+from m2f_hf.inference import tta
 from m2f_hf.inference.segment import SegmentOptions, segment_image
-from m2f_hf.inference.tta import _mirror, check_tta_scales, scaled_size
+from m2f_hf.inference.tta import _areas, _intersections, _mirror, check_tta_scales, scaled_size
 from m2f_hf.resources import default_model_path, example_images
 
 
@@ -131,3 +132,14 @@ def test_the_command_runs_instance_tta_and_records_its_scales(tmp_path, capsys):
     assert documents and all(d["options"]["tta"] and d["options"]["tta_scales"] == [1.0] for d in documents)
     assert all(s["label"] in {"circle", "square", "triangle"} for d in documents for s in d["segments"])
     assert any(d["segments"] for d in documents)
+
+
+@pytest.mark.parametrize("elements_per_block", [1, 7 * 5, 1 << 23])
+def test_intersections_in_blocks_count_every_pixel(monkeypatch, elements_per_block):
+    monkeypatch.setattr(tta, "_ELEMENTS_PER_BLOCK", elements_per_block)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(5, 9, 11, generator=generator) > 0.5
+    b = torch.rand(7, 9, 11, generator=generator) > 0.3
+    expected = (a[:, None] & b[None]).flatten(2).sum(-1).double()
+    assert torch.equal(_intersections(a, b), expected)
+    assert torch.equal(_areas(b), b.flatten(1).sum(1).double())

@@ -15,9 +15,9 @@ from __future__ import annotations
 BYTES_PER_QUERY_PIXEL = 9
 # test-time augmentation of panoptic and instance results ensembles full-size mask predictions (`tta.py`): the
 # sum of mask probabilities, the reference pass's masks and one pass's logits, then plain inference on the result
-# (the bundled model, flip, 2000x1500: 18.4 bytes per query and pixel for post-processing alone, against 4.5 plain;
-# benchmarks/bench_tta_memory.py)
-TTA_ENSEMBLE_BYTES_PER_QUERY_PIXEL = 24
+# (the bundled model, flip, 2000x1500: 11.7 bytes per query and pixel for post-processing alone, against 4.5 plain;
+# benchmarks/bench_tta_memory.py; the margin covers drawing and writing, as plain's 9 does)
+TTA_ENSEMBLE_BYTES_PER_QUERY_PIXEL = 18
 # semantic test-time augmentation adds the sum of class scores and one pass's scores (float32), with a margin
 TTA_SEMANTIC_BYTES_PER_CLASS_PIXEL = 12
 FREE_FRACTION = 0.75

@@ -82,7 +82,9 @@ def segment_tta(loaded, image, options):
 
 def _passes(loaded, image, scales, flip):
     """Per pass, in the order of `scales` (each unmirrored first): (class logits (Q, C+1), mask logits (Q, H, W) at
-    the image's size, mirrored back). One pass's full-size logits are alive at a time."""
+    the image's size, mirrored): the mask logits of a mirrored pass are yielded as the model saw them, mirrored
+    (`mirrored` True), so that the consumer mirrors only what it uses. One pass's full-size logits are alive at a
+    time."""
     import torch
 
     from ..processing.postprocess import upsample_crop_resize
@@ -105,14 +107,12 @@ def _passes(loaded, image, scales, flip):
             del outputs
             logits = upsample_crop_resize(mask_logits[0], geometry)
             del mask_logits
-            if mirrored:
-                logits = logits.flip(-1)
-            yield class_logits, logits
+            yield class_logits, logits, mirrored
             del logits
 
 
-# pixels per block of the intersection products: float32 sums of 0/1 stay exact below 2**24
-_PIXELS_PER_BLOCK = 1 << 22
+# the intersection products convert this many mask elements (masks x pixels) to float at a time (32 MB per stack)
+_ELEMENTS_PER_BLOCK = 1 << 23
 
 
 def _intersections(a, b):
@@ -121,10 +121,25 @@ def _intersections(a, b):
     import torch
 
     a, b = a.flatten(1), b.flatten(1)
+    # float32 sums of 0/1 stay exact below 2**24 pixels per block; the total is kept in float64
+    pixels = min(1 << 24, max(1, _ELEMENTS_PER_BLOCK // max(a.shape[0], b.shape[0], 1)))
     total = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
-    for start in range(0, a.shape[1], _PIXELS_PER_BLOCK):
-        block = slice(start, start + _PIXELS_PER_BLOCK)
+    for start in range(0, a.shape[1], pixels):
+        block = slice(start, start + pixels)
         total += (a[:, block].float() @ b[:, block].float().t()).double()
+    return total
+
+
+def _areas(masks):
+    """(Q,) float64 pixel counts of a stack of bool masks (Q, H, W), a block of pixels at a time (a plain `sum`
+    converts the whole stack to int64 first)."""
+    import torch
+
+    masks = masks.flatten(1)
+    pixels = max(1, _ELEMENTS_PER_BLOCK // max(masks.shape[0], 1))
+    total = torch.zeros(masks.shape[0], dtype=torch.float64, device=masks.device)
+    for start in range(0, masks.shape[1], pixels):
+        total += masks[:, start : start + pixels].sum(1)
     return total
 
 
@@ -141,25 +156,25 @@ def ensembled_queries(loaded, image, options):
     scales = list(options.scales)
     first = scales.index(1.0) if 1.0 in scales else 0
     passes = _passes(loaded, image, [scales[first], *scales[:first], *scales[first + 1 :]], options.tta_flip)
-    class_logits, mask_logits = next(passes)
+    class_logits, mask_logits, _ = next(passes)  # scale 1 (or the first scale), not mirrored
     if len(scales) == 1 and not options.tta_flip:
         return class_logits, mask_logits
     probs = class_logits.softmax(-1)
     ref_binary = mask_logits > 0
-    ref_area = ref_binary.flatten(1).sum(1).double()
+    ref_area = _areas(ref_binary)
     masks = mask_logits.sigmoid_()  # the reference's logits are not needed any more: its probabilities in place
     del mask_logits
     count = torch.ones(probs.shape[0], device=probs.device)
-    for other_class, other_masks in passes:
-        binary = other_masks > 0
+    for other_class, other_masks, mirrored in passes:
+        binary = (other_masks > 0).flip(-1) if mirrored else other_masks > 0
         inter = _intersections(ref_binary, binary)
-        iou = inter / (ref_area[:, None] + binary.flatten(1).sum(1).double()[None] - inter).clamp(min=1)
+        iou = inter / (ref_area[:, None] + _areas(binary)[None] - inter).clamp(min=1)
         del binary
         rows, cols = linear_sum_assignment(-iou.cpu().numpy())
         for r, c in zip(rows.tolist(), cols.tolist()):
             if iou[r, c] >= 0.5:
                 probs[r] += other_class[c].softmax(-1)
-                masks[r] += other_masks[c].sigmoid()
+                masks[r] += (other_masks[c].flip(-1) if mirrored else other_masks[c]).sigmoid()
                 count[r] += 1
         del other_masks
     class_logits = (probs / count[:, None]).log()
