@@ -54,16 +54,21 @@ def memory_after_bursts(env: dict, bursts: int, concurrent: int = 20) -> list[fl
     from gradio_client import Client, handle_file
 
     from m2f_hf.demo.browser import DemoServer
+    from m2f_hf.demo.service import available_options, default_option_value
     from m2f_hf.resources import example_images
 
     examples = [str(p) for p in example_images()]
+    # the page's option rows beyond task and threshold (sliding window, TTA, ...), at the CLI's defaults
+    extra = [default_option_value(control.name) for control in available_options()]
     with DemoServer("--device", "cpu", env=env) as server:
         client = Client(server.url, verbose=False, download_files=False)
-        client.predict(handle_file(examples[0]), "", "panoptic", 0.5, 0.5, api_name="/segment")
+        client.predict(handle_file(examples[0]), "", "panoptic", 0.5, 0.5, *extra, api_name="/segment")
         rss = [server.rss_bytes() / 2**20]
         for _ in range(bursts):
             jobs = [
-                client.submit(handle_file(examples[i % len(examples)]), "", "panoptic", 0.5, 0.5, api_name="/segment")
+                client.submit(
+                    handle_file(examples[i % len(examples)]), "", "panoptic", 0.5, 0.5, *extra, api_name="/segment"
+                )
                 for i in range(concurrent)
             ]
             for job in jobs:
