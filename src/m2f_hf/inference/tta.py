@@ -193,9 +193,7 @@ def panoptic_tta(loaded, image, options) -> dict:
         class_logits,
         mask_logits,
         _identity_geometry(mask_logits),
-        threshold=options.threshold,
-        mask_threshold=options.mask_threshold,
-        overlap_mask_area_threshold=options.overlap_mask_area_threshold,
+        **_thresholds(options),
         label_ids_to_fuse=stuff_label_ids(loaded.model.config),
     )
     return {"segmentation": segmentation.cpu(), "segments_info": segments}
@@ -212,13 +210,20 @@ def instance_tta(loaded, image, options) -> dict:
         class_logits,
         mask_logits,
         _identity_geometry(mask_logits),
-        threshold=options.threshold,
-        mask_threshold=options.mask_threshold,
-        overlap_mask_area_threshold=options.overlap_mask_area_threshold,
+        **_thresholds(options),
         thing_ids=frozenset(thing_ids) if thing_ids is not None else None,
     )
     segmentation = binary_maps if options.full_instance_masks else segmentation
     return {"segmentation": segmentation.cpu(), "segments_info": segments}
+
+
+def _thresholds(options) -> dict:
+    """The plain inference thresholds of `options`, for the ensembled queries."""
+    return {
+        "threshold": options.threshold,
+        "mask_threshold": options.mask_threshold,
+        "overlap_mask_area_threshold": options.overlap_mask_area_threshold,
+    }
 
 
 def _identity_geometry(mask_logits):
