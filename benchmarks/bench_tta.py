@@ -56,6 +56,15 @@ def held_out(count: int):
     return samples
 
 
+def evaluate(loaded, samples, evaluator, settings: dict):
+    """(the evaluator's metrics, seconds per image) of segmenting every sample with `SegmentOptions(**settings)`."""
+    options = SegmentOptions(**settings)
+    start = time.perf_counter()
+    for image, reference in samples:
+        evaluator.process([segment_image(loaded, image, options)], [reference])
+    return evaluator.evaluate(), (time.perf_counter() - start) / len(samples)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-images", type=int, default=100)
@@ -75,54 +84,20 @@ def main() -> None:
         "instance": {},
     }
     for name, config in CONFIGS.items():
-        semantic = SemanticEvaluator(id2label)
-        options = SegmentOptions(task="semantic")
-        if config is not None:
-            options = SegmentOptions(task="semantic", tta=True, tta_scales=config[0], tta_flip=config[1])
-        start = time.perf_counter()
-        for image, reference in samples:
-            semantic.process([segment_image(loaded, image, options)], [reference])
-        seconds = (time.perf_counter() - start) / len(samples)
-        report["semantic"][name] = {
-            "mIoU": round(semantic.evaluate()["mIoU"], 2),
-            "ms_per_image": round(1e3 * seconds, 1),
-        }
-
-        panoptic = PanopticEvaluator(id2label, things)
-        start = time.perf_counter()
-        for image, reference in samples:
-            # the evaluation settings of docs/default_model.md; the bundled model's stuff classes are fused
-            settings = {"task": "panoptic", "threshold": 0.8, "overlap_mask_area_threshold": 0.8}
-            if config is not None:
-                settings.update(tta=True, tta_scales=config[0], tta_flip=config[1])
-            prediction = segment_image(loaded, image, SegmentOptions(**settings))
-            panoptic.process([prediction], [reference])
-        seconds = (time.perf_counter() - start) / len(samples)
-        pq = panoptic.evaluate()
-        report["panoptic"][name] = {
-            "PQ": round(pq["PQ"], 2),
-            "PQ_th": round(pq["PQ_th"], 2),
-            "PQ_st": round(pq["PQ_st"], 2),
-            "ms_per_image": round(1e3 * seconds, 1),
-        }
-
-        instance = InstanceEvaluator(id2label, things)
-        start = time.perf_counter()
-        for image, reference in samples:
-            # the evaluation settings of examples/evaluate.py: every query ranked, whole (overlapping) masks
-            settings = {"task": "instance", "threshold": 0.0, "overlap_mask_area_threshold": 0.0}
-            settings["full_instance_masks"] = True
-            if config is not None:
-                settings.update(tta=True, tta_scales=config[0], tta_flip=config[1])
-            instance.process([segment_image(loaded, image, SegmentOptions(**settings))], [reference])
-        seconds = (time.perf_counter() - start) / len(samples)
-        ap = instance.evaluate()
-        report["instance"][name] = {
-            "AP": round(ap["AP"], 2),
-            "AP50": round(ap["AP50"], 2),
-            "AP75": round(ap["AP75"], 2),
-            "ms_per_image": round(1e3 * seconds, 1),
-        }
+        tta = {} if config is None else {"tta": True, "tta_scales": config[0], "tta_flip": config[1]}
+        semantic, seconds = evaluate(loaded, samples, SemanticEvaluator(id2label), {"task": "semantic", **tta})
+        report["semantic"][name] = {"mIoU": round(semantic["mIoU"], 2), "ms_per_image": round(1e3 * seconds, 1)}
+        # the evaluation settings of docs/default_model.md; the bundled model's stuff classes are fused
+        panoptic_settings = {"task": "panoptic", "threshold": 0.8, "overlap_mask_area_threshold": 0.8, **tta}
+        pq, seconds = evaluate(loaded, samples, PanopticEvaluator(id2label, things), panoptic_settings)
+        report["panoptic"][name] = {key: round(pq[key], 2) for key in ("PQ", "PQ_th", "PQ_st")}
+        report["panoptic"][name]["ms_per_image"] = round(1e3 * seconds, 1)
+        # the evaluation settings of examples/evaluate.py: every query ranked, whole (overlapping) masks
+        instance_settings = {"task": "instance", "threshold": 0.0, "overlap_mask_area_threshold": 0.0, **tta}
+        instance_settings["full_instance_masks"] = True
+        ap, seconds = evaluate(loaded, samples, InstanceEvaluator(id2label, things), instance_settings)
+        report["instance"][name] = {key: round(ap[key], 2) for key in ("AP", "AP50", "AP75")}
+        report["instance"][name]["ms_per_image"] = round(1e3 * seconds, 1)
         print(name, report["semantic"][name], report["panoptic"][name], report["instance"][name], flush=True)
     plain = report["semantic"]["plain"]["ms_per_image"]
     for entry in report["semantic"].values():

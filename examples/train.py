@@ -144,8 +144,9 @@ def load_coco(args, log):
     if args.task != expected:
         raise DataError(f"--dataset_name {args.dataset_name} is a COCO {expected} file; use --task {expected}.")
     log.info(train.summary())
-    if train.unannotated_warning():
-        log.warning(train.unannotated_warning())
+    unannotated = train.unannotated_warning()
+    if unannotated:
+        log.warning(unannotated)
     validation = None
     if args.validation_annotation_file:
         validation = CocoDataset(
